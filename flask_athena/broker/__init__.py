@@ -1,0 +1,56 @@
+"""The broker: the one seam between one worker and many.
+
+A broker owns two things that must be shared when there is more than one
+worker: each page's *outbox* (the numbered server → browser messages kept for
+replay) and *topics* (who receives a broadcast). :mod:`.memory` keeps both in
+the process and is the default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Outbox(Protocol):
+    """One page's numbered messages, kept until acknowledged (bounded)."""
+
+    #: Sequence number of the last message published (0 before the first).
+    last_seq: int
+
+    def publish(self, data: str) -> int:
+        """Append one message (a single-line JSON string); return its seq."""
+
+    def ack(self, seq: int) -> None:
+        """The browser has every message up to ``seq``; forget them."""
+
+    def read(self, after: int) -> list[bytes] | None:
+        """SSE frames of the messages after ``after``.
+
+        ``None`` when they cannot all be given (trimmed past ``after``, or
+        ``after`` is ahead of what was ever published): replay is impossible.
+        """
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """Block the calling greenlet until a message after ``after`` exists,
+        the outbox closes, or ``timeout`` passes; ``True`` unless timed out."""
+
+    def wake(self) -> None:
+        """Wake every waiter now (a newer stream replaced an older one)."""
+
+    def close(self) -> None:
+        """Wake every waiter; later reads return ``None``."""
+
+
+class Broker(Protocol):
+    """Creates outboxes and routes broadcasts."""
+
+    def create_outbox(self, page_id: str, size: int) -> Outbox: ...
+
+    def subscribe(self, topic: str, element: Any) -> None: ...
+
+    def unsubscribe(self, topic: str, element: Any) -> None: ...
+
+    def broadcast(self, topic: str, method: str, args_json: str) -> int:
+        """Call ``method`` on every element joined to ``topic``; return how many."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,111 @@
+"""The embedded in-process broker (the default): no service needed.
+
+Everything lives in the worker's memory, so one gunicorn gevent worker (or the
+gevent dev server) holds every page. Greenlets are cooperative, so none of this
+needs locks: no method below yields between reading and writing state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+from typing import Any
+
+from gevent.event import Event
+
+from ..protocol import call_message, sse_message
+
+
+class MemoryOutbox:
+    """A bounded deque of pre-framed SSE messages plus a wake-up event."""
+
+    __slots__ = ("_frames", "_first_seq", "last_seq", "_size", "_event", "closed")
+
+    def __init__(self, size: int) -> None:
+        self._frames: deque[bytes] = deque()
+        self._first_seq = 1  # seq of _frames[0]
+        self.last_seq = 0
+        self._size = size
+        self._event: Event | None = None
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def publish(self, data: str) -> int:
+        self.last_seq += 1
+        self._frames.append(sse_message(self.last_seq, data))
+        if len(self._frames) > self._size:
+            # The browser fell too far behind (or never acked): the oldest
+            # message is dropped. A reader that still needs it gets None from
+            # read() and the browser is told the page is gone: an explicit
+            # failure, never a silent gap.
+            self._frames.popleft()
+            self._first_seq += 1
+        if self._event is not None:
+            self._event.set()
+        return self.last_seq
+
+    def ack(self, seq: int) -> None:
+        drop = min(seq, self.last_seq) - self._first_seq + 1
+        for _ in range(max(drop, 0)):
+            self._frames.popleft()
+        if drop > 0:
+            self._first_seq += drop
+
+    def read(self, after: int) -> list[bytes] | None:
+        if self.closed or after > self.last_seq or after + 1 < self._first_seq:
+            return None
+        return list(islice(self._frames, after + 1 - self._first_seq, None))
+
+    def wait(self, after: int, timeout: float) -> bool:
+        if self.closed or self.last_seq > after:
+            return True
+        event = self._event
+        if event is None or event.is_set():
+            event = self._event = Event()
+        return event.wait(timeout)
+
+    def wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._frames.clear()
+        if self._event is not None:
+            self._event.set()
+
+
+class MemoryBroker:
+    """Outboxes and topics in this process."""
+
+    def __init__(self) -> None:
+        # topic -> elements joined (a dict keeps join order, like an ordered set)
+        self._topics: dict[str, dict[Any, None]] = {}
+
+    def create_outbox(self, page_id: str, size: int) -> MemoryOutbox:
+        return MemoryOutbox(size)
+
+    def subscribe(self, topic: str, element: Any) -> None:
+        self._topics.setdefault(topic, {})[element] = None
+
+    def unsubscribe(self, topic: str, element: Any) -> None:
+        members = self._topics.get(topic)
+        if members is not None:
+            members.pop(element, None)
+            if not members:
+                del self._topics[topic]
+
+    def broadcast(self, topic: str, method: str, args_json: str) -> int:
+        members = self._topics.get(topic)
+        if not members:
+            return 0
+        # Copy: a receiving page may close (and leave the topic) meanwhile.
+        targets = list(members)
+        for element in targets:
+            element.page.outbox.publish(call_message(None, element.id, method, args_json))
+        return len(targets)
+
+    def close(self) -> None:
+        self._topics.clear()

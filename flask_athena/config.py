@@ -1,0 +1,90 @@
+"""``ATHENA_*`` configuration: defaults, validation, one frozen snapshot.
+
+``init_app`` reads every key once through ``app.config.setdefault`` (so
+``app.config`` shows the effective values) and validates it here; a bad value
+raises :class:`~flask_athena.errors.ConfigurationError` naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import ConfigurationError
+
+#: key (without the ``ATHENA_`` prefix) -> default. README.rst documents each.
+DEFAULTS: dict[str, Any] = {
+    "URL_PREFIX": "/_athena",
+    "BROKER_URL": None,
+    "HEARTBEAT": 15.0,
+    "PAGE_TIMEOUT": 60.0,
+    "CALL_TIMEOUT": 30.0,
+    "MAX_BODY_SIZE": 1024 * 1024,
+    "OUTBOX_SIZE": 1000,
+    "MAX_PAGES_PER_SESSION": 32,
+    "MAX_STREAMS_PER_SESSION": 32,
+    "MAX_PENDING_CALLS": 1000,
+    "ALLOWED_ORIGINS": (),
+}
+
+
+@dataclass(frozen=True)
+class AthenaConfig:
+    """The validated ``ATHENA_*`` settings of one app."""
+
+    url_prefix: str
+    broker_url: str | None
+    heartbeat: float
+    page_timeout: float
+    call_timeout: float
+    max_body_size: int
+    outbox_size: int
+    max_pages_per_session: int
+    max_streams_per_session: int
+    max_pending_calls: int
+    allowed_origins: frozenset[str]
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:
+        def number(key: str, kind: type, minimum: float) -> Any:
+            value = config[f"ATHENA_{key}"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigurationError(f"ATHENA_{key} must be a number, got {value!r}")
+            if kind is int and value != int(value):
+                raise ConfigurationError(f"ATHENA_{key} must be a whole number, got {value!r}")
+            if value < minimum:
+                raise ConfigurationError(f"ATHENA_{key} must be >= {minimum}, got {value!r}")
+            return kind(value)
+
+        prefix = config["ATHENA_URL_PREFIX"]
+        if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.endswith("/"):
+            raise ConfigurationError(
+                f"ATHENA_URL_PREFIX must start with '/' and not end with one, got {prefix!r}"
+            )
+        broker = config["ATHENA_BROKER_URL"]
+        if broker is not None and not (isinstance(broker, str) and broker.startswith("redis")):
+            raise ConfigurationError(
+                f"ATHENA_BROKER_URL must be None or a redis:// URL, got {broker!r}"
+            )
+        origins = config["ATHENA_ALLOWED_ORIGINS"]
+        if isinstance(origins, str):
+            origins = [o for o in origins.replace(",", " ").split() if o]
+        if not all(isinstance(o, str) and "://" in o for o in origins):
+            raise ConfigurationError(
+                "ATHENA_ALLOWED_ORIGINS must be a list of origins like 'https://example.com'"
+            )
+        heartbeat = number("HEARTBEAT", float, 0.05)
+        page_timeout = number("PAGE_TIMEOUT", float, 0.1)
+        return cls(
+            url_prefix=prefix,
+            broker_url=broker,
+            heartbeat=heartbeat,
+            page_timeout=page_timeout,
+            call_timeout=number("CALL_TIMEOUT", float, 0.01),
+            max_body_size=number("MAX_BODY_SIZE", int, 256),
+            outbox_size=number("OUTBOX_SIZE", int, 1),
+            max_pages_per_session=number("MAX_PAGES_PER_SESSION", int, 1),
+            max_streams_per_session=number("MAX_STREAMS_PER_SESSION", int, 1),
+            max_pending_calls=number("MAX_PENDING_CALLS", int, 1),
+            allowed_origins=frozenset(o.rstrip("/") for o in origins),
+        )

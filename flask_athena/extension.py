@@ -1,0 +1,119 @@
+"""``Athena``: the Flask extension object."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, current_app, has_app_context, has_request_context, session
+
+from .config import DEFAULTS, AthenaConfig
+from .page import LivePage
+from .protocol import dumps
+from .state import SESSION_KEY, AthenaState
+from .transport import blueprint
+
+
+class Athena:
+    """Live elements for a Flask app.
+
+    ``Athena(app)`` or ``athena = Athena(); athena.init_app(app)``. One
+    ``Athena`` object may serve several apps; per-app state lives in
+    ``app.extensions["athena"]``.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        #: module name -> URL it is served from (registered modules).
+        self.modules: dict[str, str] = {}
+        #: module name -> file path, for modules served by the blueprint.
+        self.module_paths: dict[str, str] = {}
+        self._app: Flask | None = None
+        if app is not None:
+            self.init_app(app)
+            self._app = app
+
+    def init_app(self, app: Flask) -> None:
+        """Register on ``app``: read and validate ``ATHENA_*``, add the blueprint.
+
+        Raises :class:`RuntimeError` on a second registration on one app and
+        :class:`~flask_athena.errors.ConfigurationError` for a bad setting.
+        """
+        if "athena" in app.extensions:
+            raise RuntimeError(
+                "flask_athena is already registered on this app; call init_app once per app"
+            )
+        for key, default in DEFAULTS.items():
+            app.config.setdefault(f"ATHENA_{key}", default)
+        config = AthenaConfig.from_mapping(app.config)
+        if config.broker_url is not None:
+            raise NotImplementedError(
+                "ATHENA_BROKER_URL (Redis scale-out) is not available in this release; "
+                "leave it unset to use the embedded broker with one gevent worker"
+            )
+        app.extensions["athena"] = AthenaState(app, config, self)
+        app.register_blueprint(blueprint, url_prefix=config.url_prefix)
+
+    def state(self, app: Flask | None = None) -> AthenaState:
+        """The per-app state (``app``, else the current app, else the app given
+        to the constructor)."""
+        if app is None:
+            if has_app_context():
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+            else:
+                app = self._app
+        if app is None:
+            raise RuntimeError(
+                "No Flask app: use this inside an app context (with app.app_context()) "
+                "or pass the app to Athena(app)."
+            )
+        state = app.extensions.get("athena")
+        if not isinstance(state, AthenaState):
+            raise RuntimeError("flask_athena is not registered on this app. Did you forget to call init_app(app)?")
+        return state
+
+    def page(self) -> LivePage:
+        """A new :class:`LivePage` for the current request, bound to its session.
+
+        Needs a request context and ``app.secret_key`` (the session cookie
+        carries the binding). Raises :class:`~flask_athena.errors.TooManyPages`
+        (429) when the session has ``ATHENA_MAX_PAGES_PER_SESSION`` live pages.
+        """
+        if not has_request_context():
+            raise RuntimeError("athena.page() needs a request: call it from a view")
+        state = self.state()
+        if not state.app.secret_key:
+            raise RuntimeError(
+                "flask_athena binds pages to the session: set app.config['SECRET_KEY']"
+            )
+        key = session.get(SESSION_KEY)
+        if not isinstance(key, str):
+            key = session[SESSION_KEY] = state.new_session_key()
+        return state.open_page(key)
+
+    def broadcast(self, topic: str, method: str, *args: Any) -> int:
+        """Call ``method(*args)`` on every element joined to ``topic``.
+
+        The arguments are serialized once for all receivers (so they cannot
+        contain ``LiveElement`` values). Fire-and-forget; returns the number
+        of elements reached. Safe from any greenlet of the worker.
+        """
+        return self.state().broker.broadcast(topic, method, dumps(list(args)))
+
+    def register_module(self, name: str, url_or_path: str) -> None:
+        """Serve JS module ``name`` from a URL, or from a file the blueprint serves.
+
+        A value naming an existing file is a path; anything else is a URL.
+        Registered modules are in every page's import map.
+        """
+        if not name or "/" in name or name == "athena":
+            raise ValueError(f"bad module name {name!r}")
+        if os.path.isfile(url_or_path):
+            self.module_paths[name] = os.path.abspath(url_or_path)
+            self.modules.pop(name, None)
+        else:
+            self.modules[name] = url_or_path
+            self.module_paths.pop(name, None)
+
+    def shutdown(self, app: Flask | None = None) -> None:
+        """Close every page of ``app`` (reason ``"shutdown"``) and stop its reaper."""
+        self.state(app).shutdown()

@@ -1,0 +1,232 @@
+"""Wire shapes of the flask_athena protocol: parsing, validation, SSE framing.
+
+Pure functions and plain data, no Flask and no gevent, so that every rule of
+``docs/protocol.rst`` can be tested without a server. The transport calls
+:func:`parse_batch` on each POST body and the page builds its outgoing
+frames with the ``*_message`` helpers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, NamedTuple, Union
+
+from .errors import BadMessage, BadRequest
+
+#: Any value that JSON can carry.
+JSONValue = Union[None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]]
+
+#: The key that marks a widget value; refused in anything the browser sends.
+WIDGET_KEY = "$athena"
+#: Most messages one POST may carry.
+MAX_MESSAGES_PER_BATCH = 512
+#: Deepest nesting of lists/objects accepted from the browser.
+MAX_JSON_DEPTH = 32
+#: Longest method name accepted (longer names cannot be exposed anyway).
+MAX_NAME_LENGTH = 128
+#: Longest error name/message kept from a browser's error report.
+MAX_ERROR_TEXT = 2000
+
+
+class CallMessage(NamedTuple):
+    """The browser calls an exposed method of a widget."""
+
+    seq: int
+    widget: int
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+class DetachMessage(NamedTuple):
+    """The browser detached a widget."""
+
+    seq: int
+    widget: int
+
+
+class ResultMessage(NamedTuple):
+    """The browser answers server → browser call ``call``."""
+
+    call: int
+    ok: Any
+    error: dict[str, str] | None
+
+
+SequencedMessage = Union[CallMessage, DetachMessage]
+
+
+class Batch(NamedTuple):
+    """One POST body, validated."""
+
+    ack: int | None
+    sequenced: list[SequencedMessage]
+    results: list[ResultMessage]
+
+
+# -- encoding ---------------------------------------------------------------
+
+
+def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """Compact JSON with no NaN; raises :class:`TypeError` for anything else.
+
+    ``json.dumps`` escapes CR and LF inside strings, so the result is always a
+    single line and safe to put in an SSE ``data:`` field.
+    """
+    try:
+        return json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default
+        )
+    except ValueError as exc:  # NaN / Infinity
+        raise TypeError(f"value is not JSON serializable: {exc}") from None
+
+
+def call_message(call: int | None, widget: int | None, method: str, args_json: str) -> str:
+    """A ``call`` message with its arguments already encoded (``args_json``).
+
+    Taking pre-encoded arguments lets a broadcast serialize its arguments once
+    and reuse them for every element.
+    """
+    return (
+        f'{{"type":"call","call":{"null" if call is None else call},'
+        f'"widget":{"null" if widget is None else widget},'
+        f'"method":{json.dumps(method)},"args":{args_json}}}'
+    )
+
+
+def detach_message(widget: int) -> str:
+    return f'{{"type":"detach","widget":{widget}}}'
+
+
+def sse_message(seq: int, data: str) -> bytes:
+    """One SSE message with ``id: seq``; ``data`` must be a single line."""
+    return f"id: {seq}\ndata: {data}\n\n".encode()
+
+
+def sse_event(name: str, data: JSONValue) -> bytes:
+    """A named SSE event without an id (it does not move ``Last-Event-ID``)."""
+    return f"event: {name}\ndata: {dumps(data)}\n\n".encode()
+
+
+def sse_retry(milliseconds: int) -> bytes:
+    return f"retry: {milliseconds}\n\n".encode()
+
+
+HEARTBEAT_EVENT = sse_event("heartbeat", {})
+
+
+def gone_event(reason: str) -> bytes:
+    return sse_event("gone", {"reason": reason})
+
+
+# -- decoding ---------------------------------------------------------------
+
+
+def _refuse_widget_values(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if WIDGET_KEY in obj:
+        raise BadMessage(f"the key {WIDGET_KEY!r} is reserved")
+    return obj
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def loads(body: bytes | str) -> Any:
+    """Parse a browser's JSON body; any failure is a :class:`BadRequest`."""
+    try:
+        value = json.loads(body, object_pairs_hook=_refuse_widget_values)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise BadRequest("The body is not valid JSON.") from None
+    if _too_deep(value, MAX_JSON_DEPTH):
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
+    return value
+
+
+def _int(value: Any, what: str, minimum: int = 0) -> int:
+    # bool is an int subclass; true is not a sequence number.
+    if type(value) is not int or value < minimum:
+        raise BadMessage(f"{what} must be an integer >= {minimum}")
+    return value
+
+
+def _text(value: Any, limit: int = MAX_ERROR_TEXT) -> str:
+    return value[:limit] if isinstance(value, str) else "Error"
+
+
+def parse_message(raw: Any) -> SequencedMessage | ResultMessage:
+    """Validate one message of a batch."""
+    if not isinstance(raw, dict):
+        raise BadMessage("a message must be an object")
+    kind = raw.get("type")
+    if kind == "call":
+        method = raw.get("method")
+        if not isinstance(method, str) or not 0 < len(method) <= MAX_NAME_LENGTH:
+            raise BadMessage("call.method must be a non-empty string")
+        args = raw.get("args", [])
+        kwargs = raw.get("kwargs", {})
+        if not isinstance(args, list):
+            raise BadMessage("call.args must be a list")
+        if not isinstance(kwargs, dict):
+            raise BadMessage("call.kwargs must be an object")
+        return CallMessage(
+            _int(raw.get("seq"), "seq", 1), _int(raw.get("widget"), "widget"), method, args, kwargs
+        )
+    if kind == "detach":
+        return DetachMessage(_int(raw.get("seq"), "seq", 1), _int(raw.get("widget"), "widget"))
+    if kind == "result":
+        call = _int(raw.get("call"), "result.call")
+        if "error" in raw:
+            err = raw["error"]
+            if not isinstance(err, dict):
+                raise BadMessage("result.error must be an object")
+            return ResultMessage(
+                call, None, {"name": _text(err.get("name")), "message": _text(err.get("message"))}
+            )
+        if "ok" not in raw:
+            raise BadMessage("a result needs 'ok' or 'error'")
+        return ResultMessage(call, raw["ok"], None)
+    raise BadMessage("message.type must be 'call', 'detach' or 'result'")
+
+
+def parse_batch(body: bytes | str) -> Batch:
+    """Parse and validate a whole POST body (see ``docs/protocol.rst``).
+
+    Sequenced messages must be consecutive within the batch; the page checks
+    the first one against what it expects.
+    """
+    raw = loads(body)
+    if not isinstance(raw, dict):
+        raise BadRequest("The body must be a JSON object.")
+    ack = raw.get("ack")
+    if ack is not None:
+        ack = _int(ack, "ack")
+    messages = raw.get("messages", [])
+    if not isinstance(messages, list):
+        raise BadRequest("'messages' must be a list.")
+    if len(messages) > MAX_MESSAGES_PER_BATCH:
+        raise BadRequest(f"At most {MAX_MESSAGES_PER_BATCH} messages per request.")
+    sequenced: list[SequencedMessage] = []
+    results: list[ResultMessage] = []
+    for item in messages:
+        message = parse_message(item)
+        if isinstance(message, ResultMessage):
+            results.append(message)
+        else:
+            if sequenced and message.seq != sequenced[-1].seq + 1:
+                raise BadMessage("seq numbers in one request must be consecutive")
+            sequenced.append(message)
+    return Batch(ack, sequenced, results)

@@ -1,0 +1,127 @@
+"""Per-app state: the pages this worker owns, sessions, limits, the reaper."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from time import monotonic
+from typing import TYPE_CHECKING
+
+import gevent
+from flask import Flask, has_request_context, request
+
+from . import signals
+from .broker.memory import MemoryBroker
+from .config import AthenaConfig
+from .errors import TooManyPages
+from .page import LivePage
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .extension import Athena
+
+logger = logging.getLogger("flask_athena")
+
+#: Key in the Flask session that binds pages to the browser's session.
+SESSION_KEY = "_athena"
+
+
+class AthenaState:
+    """What ``init_app`` stores in ``app.extensions["athena"]``."""
+
+    def __init__(self, app: Flask, config: AthenaConfig, athena: Athena) -> None:
+        self.app = app
+        self.config = config
+        self.athena = athena
+        self.broker: Broker = MemoryBroker()
+        #: page id -> page, for every open page this worker owns.
+        self.pages: dict[str, LivePage] = {}
+        #: session key -> its pages, oldest first.
+        self.session_pages: dict[str, dict[str, LivePage]] = {}
+        #: session key -> number of open event streams.
+        self.session_streams: dict[str, int] = {}
+        self._reaper: gevent.Greenlet | None = None
+
+    # -- pages --------------------------------------------------------------
+
+    def open_page(self, session_key: str) -> LivePage:
+        """Create a page for ``session_key``, enforcing the per-session limit.
+
+        At the limit the oldest page *without* a stream is closed to make
+        room (a reload loop leaves such pages behind); when every page is
+        live, :class:`TooManyPages` (429).
+        """
+        pages = self.session_pages.setdefault(session_key, {})
+        if len(pages) >= self.config.max_pages_per_session:
+            idle = next((p for p in pages.values() if not p.stream_attached), None)
+            if idle is None:
+                raise TooManyPages()
+            idle.close("evicted")
+        page = LivePage(self, session_key)
+        self.pages[page.id] = page
+        self.session_pages.setdefault(session_key, {})[page.id] = page
+        self._ensure_reaper()
+        signals.page_opened.send(self.app, page=page)
+        return page
+
+    def forget(self, page: LivePage) -> None:
+        """Drop a closed page from every table (called by ``LivePage.close``)."""
+        self.pages.pop(page.id, None)
+        pages = self.session_pages.get(page.session_key)
+        if pages is not None:
+            pages.pop(page.id, None)
+            if not pages:
+                del self.session_pages[page.session_key]
+
+    @staticmethod
+    def new_session_key() -> str:
+        return secrets.token_urlsafe(16)
+
+    # -- urls ---------------------------------------------------------------
+
+    def base_url(self) -> str:
+        root = request.script_root if has_request_context() else ""
+        return root + self.config.url_prefix
+
+    def module_url(self, module: str) -> str:
+        """The URL of JS module ``module`` (registered, or the app's ``static/athena/``)."""
+        url = self.athena.modules.get(module)
+        if url is not None:
+            return url
+        if module in self.athena.module_paths:
+            return f"{self.base_url()}/modules/{module}.js"
+        root = request.script_root if has_request_context() else ""
+        return f"{root}{self.app.static_url_path}/athena/{module}.js"
+
+    # -- reaper -------------------------------------------------------------
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.dead:
+            self._reaper = gevent.spawn(self._reap_forever)
+
+    def _reap_forever(self) -> None:
+        interval = min(self.config.page_timeout / 4, self.config.heartbeat, 5.0)
+        while True:
+            gevent.sleep(interval)
+            try:
+                self.reap(monotonic())
+            except Exception:  # the reaper must outlive any bug in a hook
+                logger.exception("flask_athena reaper failed")
+
+    def reap(self, now: float) -> None:
+        """Close pages idle past ``ATHENA_PAGE_TIMEOUT``; expire overdue calls."""
+        timeout = self.config.page_timeout
+        for page in list(self.pages.values()):
+            if not page.stream_attached and now - page.idle_since > timeout:
+                page.close("timeout")
+            else:
+                page.expire_calls(now)
+
+    def shutdown(self) -> None:
+        """Close every page (reason ``"shutdown"``) and stop the reaper."""
+        for page in list(self.pages.values()):
+            page.close("shutdown")
+        if self._reaper is not None:
+            self._reaper.kill(block=True, timeout=5)
+            self._reaper = None
+        self.broker.close()

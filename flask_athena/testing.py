@@ -1,0 +1,238 @@
+"""Drive live pages from tests without a browser or sockets.
+
+:class:`AthenaClient` wraps Flask's test client: it GETs a view that renders a
+live page, reads the page's config and widgets from the HTML, and then speaks
+the real wire protocol to the real endpoints (so session, token and ordering
+rules all apply). Server → browser calls are read straight from the page's
+outbox::
+
+    from flask_athena.testing import AthenaClient
+
+    def test_chat(app):
+        client = AthenaClient(app)
+        page = client.open("/")
+        box = page.widget("ChatThing.ChatterBox")
+        assert page.call(box, "say", "hello") == 5
+        assert page.received_calls("hear") == [["alice", "hello"]]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+from typing import Any, Callable, NamedTuple
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from .errors import AthenaError, RemoteError
+from .page import LivePage
+from .state import AthenaState
+
+_META = re.compile(r'<meta name="athena-config" content="([^"]*)">')
+_WIDGET = re.compile(
+    r'data-athena-widget="(\d+)" data-athena-class="([^"]*)" '
+    r'data-athena-module="[^"]*" data-athena-args="([^"]*)"'
+)
+
+
+class Widget(NamedTuple):
+    """A widget as the browser would see it in the page's markup."""
+
+    id: int
+    js_class: str
+    args: list[Any]
+
+
+class CallFailed(AthenaError):
+    """A call answered with an error; ``code``, ``status`` and ``body`` say which."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        error = body.get("error", {})
+        super().__init__(error.get("message", "call failed"))
+        self.status = status
+        self.code = error.get("code", "unknown")
+        self.body = body
+
+
+def parse_widgets(html: str) -> list[Widget]:
+    """Every widget in ``html``, in document order."""
+    return [
+        Widget(int(wid), unescape(cls), json.loads(unescape(args)))
+        for wid, cls, args in _WIDGET.findall(html)
+    ]
+
+
+class TestPage:
+    """One opened page, speaking the protocol like ``athena.js`` does."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, client: AthenaClient, html: str) -> None:
+        match = _META.search(html)
+        if match is None:
+            raise AssertionError("the response has no {{ page.head() }} config")
+        self.client = client
+        self.html = html
+        self.config: dict[str, Any] = json.loads(unescape(match.group(1)))
+        self.id: str = self.config["page"]
+        self.widgets = parse_widgets(html)
+        self.next_seq = 1
+        self._read = 0  # last outbox seq returned by received()
+        self._generation = 0
+
+    @property
+    def live(self) -> LivePage:
+        """The server-side :class:`LivePage` (in-memory broker only)."""
+        page = self.client.state.pages.get(self.id)
+        if page is None:
+            raise AssertionError("the page is closed")
+        return page
+
+    def widget(self, key: str | int) -> Widget:
+        """The first widget with this ``js_class`` (or this id)."""
+        for widget in self.widgets:
+            if widget.id == key or widget.js_class == key:
+                return widget
+        raise LookupError(f"no widget {key!r} on the page")
+
+    def connect(self) -> None:
+        """Act as if the event stream attached (runs ``connected()`` hooks once)."""
+        with self.client.app.app_context():
+            self._generation = self.live.attach_stream()
+
+    def disconnect(self) -> None:
+        """Act as if the event stream dropped."""
+        self.live.detach_stream(self._generation)
+
+    # -- raw protocol -------------------------------------------------------
+
+    def post(
+        self,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        path: str | None = None,
+    ) -> tuple[int, Any]:
+        """POST ``body`` (JSON-encoded unless bytes) to the calls endpoint.
+
+        Sends the headers a browser would (Origin, token) unless overridden.
+        """
+        sent = {
+            "Origin": "http://localhost",
+            "X-Athena-Token": self.config["token"],
+            "Content-Type": "application/json",
+        }
+        sent.update(headers or {})
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        response = self.client.flask.post(path or self.config["calls"], data=data, headers=sent)
+        payload = response.get_json(silent=True) if response.data else None
+        return response.status_code, payload
+
+    def send(self, *messages: dict[str, Any], ack: int | None = None) -> tuple[int, Any]:
+        """Send messages; ``call``/``detach`` messages get the next seq numbers."""
+        out = []
+        for message in messages:
+            if message.get("type") in ("call", "detach") and "seq" not in message:
+                message = {**message, "seq": self.next_seq}
+                self.next_seq += 1
+            out.append(message)
+        body: dict[str, Any] = {"messages": out}
+        if ack is not None:
+            body["ack"] = ack
+        return self.post(body)
+
+    # -- browser → server ---------------------------------------------------
+
+    def call(self, widget: Widget | int, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call an exposed method and return its value.
+
+        Raises :class:`CallFailed` for a whole-request error or a client error
+        (with its ``code``) and :class:`RemoteError` when the method raised.
+        """
+        wid = widget.id if isinstance(widget, Widget) else widget
+        status, body = self.send(
+            {"type": "call", "widget": wid, "method": method, "args": list(args), "kwargs": kwargs}
+        )
+        if not body or "results" not in body:
+            raise CallFailed(status, body or {})
+        result = body["results"][0]
+        if "error" in result:
+            if status != 200:
+                raise CallFailed(status, {"error": result["error"]})
+            raise RemoteError(result["error"]["message"], js_name=result["error"].get("name", ""))
+        return result["ok"]
+
+    def detach(self, widget: Widget | int) -> tuple[int, Any]:
+        wid = widget.id if isinstance(widget, Widget) else widget
+        return self.send({"type": "detach", "widget": wid})
+
+    # -- server → browser ---------------------------------------------------
+
+    def received(self) -> list[dict[str, Any]]:
+        """Messages the server queued for the browser since the last look."""
+        frames = self.live.outbox.read(self._read)
+        if frames is None:
+            raise AssertionError("the outbox was trimmed past what this test read")
+        messages = []
+        for frame in frames:
+            head, _, data = frame.decode().partition("\ndata: ")
+            self._read = int(head.removeprefix("id: "))
+            messages.append(json.loads(data))
+        return messages
+
+    def received_calls(self, method: str | None = None) -> list[list[Any]]:
+        """The ``args`` of ``call`` messages received (of ``method`` if given)."""
+        return [
+            m["args"]
+            for m in self.received()
+            if m["type"] == "call" and (method is None or m["method"] == method)
+        ]
+
+    def answer(self, call: int, value: Any = None, error: tuple[str, str] | None = None) -> None:
+        """Answer server → browser call ``call`` (with ``error=(name, message)`` to throw)."""
+        message: dict[str, Any] = {"type": "result", "call": call}
+        if error is None:
+            message["ok"] = value
+        else:
+            message["error"] = {"name": error[0], "message": error[1]}
+        self.send(message)
+
+    def close(self) -> int:
+        response = self.client.flask.post(
+            self.config["close"],
+            json={"token": self.config["token"]},
+            headers={"Origin": "http://localhost"},
+        )
+        return response.status_code
+
+
+class AthenaClient:
+    """Open live pages of ``app`` through Flask's test client (one browser session)."""
+
+    def __init__(self, app: Flask, flask_client: FlaskClient | None = None) -> None:
+        self.app = app
+        self.flask = flask_client or app.test_client()
+
+    @property
+    def state(self) -> AthenaState:
+        state: AthenaState = self.app.extensions["athena"]
+        return state
+
+    def open(self, url: str = "/", **kwargs: Any) -> TestPage:
+        """GET ``url`` (a view rendering a live page) and return its :class:`TestPage`."""
+        response = self.flask.get(url, **kwargs)
+        if response.status_code != 200:
+            raise AssertionError(f"GET {url} answered {response.status_code}")
+        return TestPage(self, response.get_data(as_text=True))
+
+
+def collect_signal(signal: Any, app: Flask) -> tuple[list[dict[str, Any]], Callable[[], None]]:
+    """Record ``signal`` sent by ``app``; return ``(records, disconnect)``."""
+    records: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **extra: Any) -> None:
+        records.append(extra)
+
+    signal.connect(receiver, sender=app, weak=False)
+    return records, lambda: signal.disconnect(receiver, sender=app)

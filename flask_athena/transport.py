@@ -1,0 +1,247 @@
+"""The blueprint: the event stream, the calls endpoint, close, static files.
+
+Every answer of these views is JSON or ``text/event-stream``; any error is a
+``{"error": {"code", "message"}}`` body with the status of its
+:class:`~flask_athena.errors.AthenaError` class. Tracebacks are logged, never
+sent.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Iterator
+
+from flask import Blueprint, Response, current_app, request, send_file, session
+from werkzeug.exceptions import HTTPException
+
+from .errors import (
+    AthenaError,
+    BadRequest,
+    BodyTooLarge,
+    Forbidden,
+    PageNotFound,
+    TooManyStreams,
+    UnsupportedMediaType,
+)
+from .page import LivePage
+from .protocol import (
+    HEARTBEAT_EVENT,
+    dumps,
+    gone_event,
+    loads,
+    parse_batch,
+    sse_retry,
+)
+from .state import SESSION_KEY, AthenaState
+
+logger = logging.getLogger("flask_athena")
+
+#: Browser reconnect delay suggested in the stream's ``retry:`` field.
+RETRY_MS = 1000
+
+blueprint = Blueprint("athena", __name__, static_folder="static", static_url_path="/static")
+
+
+def _state() -> AthenaState:
+    state: AthenaState = current_app.extensions["athena"]
+    return state
+
+
+def error_response(error: AthenaError) -> Response:
+    return Response(
+        dumps({"error": error.to_json()}), error.status_code, mimetype="application/json"
+    )
+
+
+@blueprint.errorhandler(AthenaError)
+def _athena_error(error: AthenaError) -> Response:
+    return error_response(error)
+
+
+@blueprint.errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> Response:
+    code = (error.name or "error").lower().replace(" ", "-")
+    return Response(
+        dumps({"error": {"code": code, "message": error.description or error.name}}),
+        error.code or 400,
+        mimetype="application/json",
+    )
+
+
+@blueprint.errorhandler(Exception)
+def _unexpected(error: Exception) -> Response:
+    logger.exception("flask_athena endpoint failed")
+    return Response(
+        dumps({"error": {"code": "internal-error", "message": "Internal server error."}}),
+        500,
+        mimetype="application/json",
+    )
+
+
+# -- checks -------------------------------------------------------------------
+
+
+def _check_origin(state: AthenaState) -> None:
+    """Refuse cross-site POSTs (CSRF): same origin or an allowed one."""
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        if origin.rstrip("/") == request.host_url.rstrip("/"):
+            return
+        if origin.rstrip("/") in state.config.allowed_origins:
+            return
+        raise Forbidden("Cross-origin request refused.")
+    if request.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):
+        return
+    raise Forbidden("An Origin or Sec-Fetch-Site header is required.")
+
+
+def _check_session(page: LivePage) -> None:
+    key = session.get(SESSION_KEY)
+    if not isinstance(key, str) or not hmac.compare_digest(key, page.session_key):
+        raise Forbidden("This page belongs to another session.")
+
+
+def _check_token(page: LivePage, token: object) -> None:
+    if not isinstance(token, str) or not hmac.compare_digest(
+        token.encode(), page.token.encode()
+    ):
+        raise Forbidden("Missing or wrong page token.")
+
+
+def _read_json_body(state: AthenaState) -> bytes:
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType()
+    limit = state.config.max_body_size
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge()  # refused before reading a byte
+    body: bytes = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise BodyTooLarge()
+    return body
+
+
+def _page(state: AthenaState, page_id: str) -> LivePage:
+    page = state.pages.get(page_id)
+    if page is None or page.closed:
+        raise PageNotFound()
+    return page
+
+
+# -- views --------------------------------------------------------------------
+
+
+@blueprint.post("/<page_id>/calls")
+def calls(page_id: str) -> Response:
+    state = _state()
+    _check_origin(state)
+    body = _read_json_body(state)
+    page = _page(state, page_id)
+    _check_session(page)
+    _check_token(page, request.headers.get("X-Athena-Token"))
+    batch = parse_batch(body)
+    status, reply = page.receive(batch)
+    return Response(reply, status, mimetype="application/json")
+
+
+@blueprint.post("/<page_id>/close")
+def close(page_id: str) -> Response:
+    state = _state()
+    _check_origin(state)
+    body = loads(_read_json_body(state))
+    page = state.pages.get(page_id)
+    if page is None:
+        return Response(status=204)  # closing twice is fine
+    _check_session(page)
+    _check_token(page, body.get("token") if isinstance(body, dict) else None)
+    page.close("closed")
+    return Response(status=204)
+
+
+def _last_event_id() -> int:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last") or "0"
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest("Last-Event-ID must be a non-negative integer.")
+    return int(raw)
+
+
+@blueprint.get("/<page_id>/events")
+def events(page_id: str) -> Response:
+    state = _state()
+    last = _last_event_id()
+    page = state.pages.get(page_id)
+    if page is None or page.closed:
+        # Not an error status: EventSource hides those. The browser must
+        # learn that replay is impossible and reload.
+        return _event_stream(iter([sse_retry(RETRY_MS) + gone_event("unknown-page")]))
+    _check_session(page)
+    frames = page.outbox.read(last)
+    if frames is None:
+        return _event_stream(iter([sse_retry(RETRY_MS) + gone_event("outbox-trimmed")]))
+    streams = state.session_streams.get(page.session_key, 0)
+    if streams >= state.config.max_streams_per_session:
+        raise TooManyStreams()
+    page.outbox.ack(last)
+    return _event_stream(_stream(state, page, last, frames))
+
+
+def _event_stream(body: Iterator[bytes]) -> Response:
+    response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
+    response.headers["Cache-Control"] = "no-cache, no-transform"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer
+    return response
+
+
+def _stream(state: AthenaState, page: LivePage, cursor: int, frames: list[bytes]) -> Iterator[bytes]:
+    """The body of one event stream; runs in the request's greenlet.
+
+    Holds no request context (memory per idle page matters). Ends when the
+    page closes, a newer stream replaces it, or a write fails (the server
+    sends a heartbeat every ATHENA_HEARTBEAT seconds because a dead client is
+    only noticed on write).
+    """
+    key = page.session_key
+    state.session_streams[key] = state.session_streams.get(key, 0) + 1
+    generation = 0
+    try:
+        with state.app.app_context():
+            generation = page.attach_stream()
+        cursor += len(frames)
+        yield sse_retry(RETRY_MS) + b"".join(frames)
+        heartbeat = state.config.heartbeat
+        outbox = page.outbox
+        while True:
+            woke = outbox.wait(cursor, heartbeat)
+            if page.stream_generation != generation:
+                return  # replaced by a newer stream of the same page
+            if page.closed:
+                yield gone_event(page.close_reason or "closed")
+                return
+            if not woke:
+                yield HEARTBEAT_EVENT
+                continue
+            frames = outbox.read(cursor)
+            if frames is None:
+                # The outbox dropped messages this stream never sent (slow
+                # consumer): say so rather than leave a gap.
+                yield gone_event("outbox-trimmed")
+                return
+            if frames:
+                cursor += len(frames)
+                yield b"".join(frames)
+    finally:
+        remaining = state.session_streams.get(key, 1) - 1
+        if remaining > 0:
+            state.session_streams[key] = remaining
+        else:
+            state.session_streams.pop(key, None)
+        if generation:
+            page.detach_stream(generation)
+
+
+@blueprint.get("/modules/<name>.js")
+def module_file(name: str) -> Response:
+    path = _state().athena.module_paths.get(name)
+    if path is None:
+        raise PageNotFound("No such module.")
+    return send_file(path, mimetype="text/javascript")

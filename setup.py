@@ -1,0 +1,37 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="flask_athena",
+    version="0.1.0.dev0",
+    description="Nevow Athena's live elements for Flask: Python and JS objects calling each other over SSE and JSON POSTs",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    packages=find_packages(include=["flask_athena", "flask_athena.*"]),
+    package_data={"flask_athena": ["py.typed", "static/*.js", "static/*.css"]},
+    include_package_data=True,
+    python_requires=">=3.9",
+    install_requires=[
+        "flask>=2.3",  # the framework we extend
+        "gevent>=23.9",  # one greenlet per open event stream, cooperative waits
+        "blinker>=1.6",  # signals (Flask's own signal library)
+    ],
+    extras_require={
+        "redis": ["redis>=5"],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.2",
+            "gunicorn>=22",
+            "requests>=2.31",
+            "hypothesis>=6.100",
+            "playwright>=1.44",
+        ],
+        "dev": ["mypy>=1.10", "ruff>=0.5"],
+        "bench": ["flask-socketio>=5.3", "gevent-websocket>=0.10", "matplotlib>=3.8", "aiohttp>=3.9"],
+    },
+    classifiers=[
+        "Framework :: Flask",
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+    ],
+)
