@@ -7,8 +7,9 @@ raises :class:`~flask_athena.errors.ConfigurationError` naming the key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigurationError
 

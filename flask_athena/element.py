@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import render_template
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from . import registry
 
@@ -112,7 +112,8 @@ class LiveElement:
         page = self.page
         if page is None:
             raise RuntimeError(
-                f"{type(self).__name__} is not on a page: call page.add(element) before rendering it"
+                f"{type(self).__name__} is not on a page: "
+                "call page.add(element) before rendering it"
             )
         return page._markup(self)
 
@@ -185,6 +186,4 @@ class LiveElement:
 
 
 #: Names of LiveElement's own API; never reachable from the browser.
-_RESERVED: frozenset[str] = frozenset(
-    name for klass in LiveElement.__mro__ for name in vars(klass)
-)
+_RESERVED: frozenset[str] = frozenset(name for klass in LiveElement.__mro__ for name in vars(klass))

@@ -68,7 +68,9 @@ class Athena:
             )
         state = app.extensions.get("athena")
         if not isinstance(state, AthenaState):
-            raise RuntimeError("flask_athena is not registered on this app. Did you forget to call init_app(app)?")
+            raise RuntimeError(
+                "flask_athena is not registered on this app. Did you forget to call init_app(app)?"
+            )
         return state
 
     def page(self) -> LivePage:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app, has_app_context
 from gevent.event import AsyncResult

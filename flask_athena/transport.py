@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, request, send_file, session
 from werkzeug.exceptions import HTTPException
@@ -103,9 +103,7 @@ def _check_session(page: LivePage) -> None:
 
 
 def _check_token(page: LivePage, token: object) -> None:
-    if not isinstance(token, str) or not hmac.compare_digest(
-        token.encode(), page.token.encode()
-    ):
+    if not isinstance(token, str) or not hmac.compare_digest(token.encode(), page.token.encode()):
         raise Forbidden("Missing or wrong page token.")
 
 
@@ -192,7 +190,9 @@ def _event_stream(body: Iterator[bytes]) -> Response:
     return response
 
 
-def _stream(state: AthenaState, page: LivePage, cursor: int, frames: list[bytes]) -> Iterator[bytes]:
+def _stream(
+    state: AthenaState, page: LivePage, cursor: int, frames: list[bytes]
+) -> Iterator[bytes]:
     """The body of one event stream; runs in the request's greenlet.
 
     Holds no request context (memory per idle page matters). Ends when the
@@ -220,15 +220,15 @@ def _stream(state: AthenaState, page: LivePage, cursor: int, frames: list[bytes]
             if not woke:
                 yield HEARTBEAT_EVENT
                 continue
-            frames = outbox.read(cursor)
-            if frames is None:
+            fresh = outbox.read(cursor)
+            if fresh is None:
                 # The outbox dropped messages this stream never sent (slow
                 # consumer): say so rather than leave a gap.
                 yield gone_event("outbox-trimmed")
                 return
-            if frames:
-                cursor += len(frames)
-                yield b"".join(frames)
+            if fresh:
+                cursor += len(fresh)
+                yield b"".join(fresh)
     finally:
         remaining = state.session_streams.get(key, 1) - 1
         if remaining > 0:

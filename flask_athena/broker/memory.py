@@ -64,7 +64,7 @@ class MemoryOutbox:
         event = self._event
         if event is None or event.is_set():
             event = self._event = Event()
-        return event.wait(timeout)
+        return bool(event.wait(timeout))
 
     def wake(self) -> None:
         if self._event is not None:
