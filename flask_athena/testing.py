@@ -25,6 +25,7 @@ from typing import Any, Callable, NamedTuple
 
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from .errors import AthenaError, RemoteError
 from .page import LivePage
@@ -80,7 +81,7 @@ class TestPage:
         self.widgets = parse_widgets(html)
         self.next_seq = 1
         self._read = 0  # last outbox seq returned by received()
-        self._generation = 0
+        self._stream: TestResponse | None = None
 
     @property
     def live(self) -> LivePage:
@@ -98,13 +99,22 @@ class TestPage:
         raise LookupError(f"no widget {key!r} on the page")
 
     def connect(self) -> None:
-        """Act as if the event stream attached (runs ``connected()`` hooks once)."""
-        with self.client.app.app_context():
-            self._generation = self.live.attach_stream()
+        """Open the event stream through the real endpoint (``connected()`` hooks run).
+
+        The stream is not read from; use :meth:`received`.
+        """
+        self.disconnect()
+        response = self.client.flask.get(self.config["events"], buffered=False)
+        if response.status_code != 200:
+            response.close()
+            raise AssertionError(f"events endpoint answered {response.status_code}")
+        self._stream = response
 
     def disconnect(self) -> None:
-        """Act as if the event stream dropped."""
-        self.live.detach_stream(self._generation)
+        """Close the event stream opened by :meth:`connect`, as a dropped connection would."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     # -- raw protocol -------------------------------------------------------
 

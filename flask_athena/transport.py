@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 from flask import Blueprint, Response, current_app, request, send_file, session
 from werkzeug.exceptions import HTTPException
@@ -176,39 +176,54 @@ def events(page_id: str) -> Response:
     frames = page.outbox.read(last)
     if frames is None:
         return _event_stream(iter([sse_retry(RETRY_MS) + gone_event("outbox-trimmed")]))
-    streams = state.session_streams.get(page.session_key, 0)
-    if streams >= state.config.max_streams_per_session:
+    key = page.session_key
+    if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
         raise TooManyStreams()
     page.outbox.ack(last)
-    return _event_stream(_stream(state, page, last, frames))
+    state.session_streams[key] = state.session_streams.get(key, 0) + 1
+    # Attach here, in the request context, so connected() hooks can use
+    # session, g and url_for like any view.
+    generation = page.attach_stream()
+    return _event_stream(EventStream(state, page, generation, last, frames))
 
 
-def _event_stream(body: Iterator[bytes]) -> Response:
+def _event_stream(body: Iterable[bytes]) -> Response:
     response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache, no-transform"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer
     return response
 
 
-def _stream(
-    state: AthenaState, page: LivePage, cursor: int, frames: list[bytes]
-) -> Iterator[bytes]:
-    """The body of one event stream; runs in the request's greenlet.
+class EventStream:
+    """The body of one event stream; iterated in the request's greenlet.
 
     Holds no request context (memory per idle page matters). Ends when the
-    page closes, a newer stream replaces it, or a write fails (the server
-    sends a heartbeat every ATHENA_HEARTBEAT seconds because a dead client is
-    only noticed on write).
+    page closes, a newer stream replaces it, or a write fails: the server
+    sends a heartbeat every ``ATHENA_HEARTBEAT`` seconds because a dead
+    client is only noticed on write. The WSGI server calls :meth:`close`
+    whatever happened, even before the first chunk, so cleanup is certain.
     """
-    key = page.session_key
-    state.session_streams[key] = state.session_streams.get(key, 0) + 1
-    generation = 0
-    try:
-        with state.app.app_context():
-            generation = page.attach_stream()
+
+    def __init__(
+        self, state: AthenaState, page: LivePage, generation: int, cursor: int, frames: list[bytes]
+    ) -> None:
+        self._state = state
+        self._page = page
+        self._generation = generation
+        self._body = self._run(cursor, frames)
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._body)
+
+    def _run(self, cursor: int, frames: list[bytes]) -> Generator[bytes, None, None]:
+        page, generation = self._page, self._generation
         cursor += len(frames)
         yield sse_retry(RETRY_MS) + b"".join(frames)
-        heartbeat = state.config.heartbeat
+        heartbeat = self._state.config.heartbeat
         outbox = page.outbox
         while True:
             woke = outbox.wait(cursor, heartbeat)
@@ -229,14 +244,19 @@ def _stream(
             if fresh:
                 cursor += len(fresh)
                 yield b"".join(fresh)
-    finally:
-        remaining = state.session_streams.get(key, 1) - 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._body.close()
+        counts, key = self._state.session_streams, self._page.session_key
+        remaining = counts.get(key, 1) - 1
         if remaining > 0:
-            state.session_streams[key] = remaining
+            counts[key] = remaining
         else:
-            state.session_streams.pop(key, None)
-        if generation:
-            page.detach_stream(generation)
+            counts.pop(key, None)
+        self._page.detach_stream(self._generation)
 
 
 @blueprint.get("/modules/<name>.js")

@@ -1,0 +1,76 @@
+"""Nested and dynamic widgets: a list whose items are widgets of their own."""
+
+from __future__ import annotations
+
+import gevent
+
+from flask_athena import LiveElement, expose
+from flask_athena.errors import BadArguments
+
+MAX_ITEMS = 100
+
+
+class TodoItem(LiveElement):
+    js_class = "Todo.Item"
+    template = "todo_item.html"
+    tag = "li"
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.done = False
+
+    def initial_arguments(self) -> list[object]:
+        return [self.done]
+
+    @expose
+    def toggle(self) -> bool:
+        self.done = not self.done
+        return self.done
+
+    @expose
+    def remove(self) -> None:
+        """Detach from the server side: the browser drops the node."""
+        self.detach()
+
+
+class TodoList(LiveElement):
+    js_class = "Todo.List"
+    template = "todo_list.html"
+
+    def __init__(self, texts: list[str]) -> None:
+        super().__init__()
+        for text in texts:
+            self.add(TodoItem(text))
+
+    def _new_item(self, text: object) -> TodoItem:
+        text = " ".join(str(text).split())[:200]
+        if not text:
+            raise BadArguments("An item needs some text.")
+        if len(self.children) >= MAX_ITEMS:
+            raise BadArguments(f"At most {MAX_ITEMS} items.")
+        return TodoItem(text)
+
+    @expose
+    def add_item(self, text: str) -> TodoItem:
+        """Return a new child widget; the browser inserts its node."""
+        return self._new_item(text)
+
+    @expose
+    def server_adds(self, text: str = "Added by the server") -> None:
+        """Let a background greenlet add an item a moment later."""
+
+        def later() -> None:
+            gevent.sleep(0.2)
+            if self.page is not None:
+                self.call_remote("insert_item", self._new_item(text))
+
+        gevent.spawn(later)
+
+    @expose
+    def clear_done(self) -> int:
+        """Detach every finished item from the server side; return how many."""
+        done = [item for item in self.children if isinstance(item, TodoItem) and item.done]
+        for item in done:
+            item.detach()
+        return len(done)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian machine, then run it.
+#   bash tests/run.sh            # the whole suite (what CI runs)
+#   bash tests/run.sh -k chat    # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+echo "== installing Python packages into .venv"
+.venv/bin/pip install -q -e ".[test,redis,dev,bench]"
+
+echo "== ruff, mypy --strict"
+.venv/bin/ruff check flask_athena tests bench example_app
+.venv/bin/mypy
+
+echo "== pytest"
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
