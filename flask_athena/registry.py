@@ -11,7 +11,9 @@ so probing from the browser learns nothing.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, TypeVar
+import types
+import typing
+from typing import Any, Callable, TypeVar, Union
 
 from .errors import BadArguments, MethodNotFound
 
@@ -19,7 +21,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _MARK = "__athena_exposed__"
 _tables: dict[type, frozenset[str]] = {}
-_signatures: dict[Any, inspect.Signature] = {}
+_signatures: dict[Any, tuple[inspect.Signature, dict[str, Any]]] = {}
 
 
 def expose(func: F) -> F:
@@ -75,16 +77,79 @@ def resolve(obj: Any, name: str, reserved: frozenset[str] = frozenset()) -> Call
 
 
 def bind(method: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
-    """Check that ``args`` / ``kwargs`` bind to ``method``'s signature.
+    """Check that ``args`` / ``kwargs`` fit ``method``'s signature and type hints.
 
-    Raises :class:`BadArguments` (a 400, never a 500) when they do not, so
-    that a wrong call is reported before any user code runs.
+    Raises :class:`BadArguments` (a 400, never a 500) when they do not bind,
+    or when a value does not match a JSON-expressible annotation (``int``,
+    ``float``, ``str``, ``bool``, ``None``, ``list[...]``, ``dict[str, ...]``,
+    ``Optional``/unions, ``Any``). Other annotations are not checked. So a
+    wrong call is refused before any user code runs.
     """
     func = getattr(method, "__func__", method)
-    sig = _signatures.get(func)
-    if sig is None:
-        sig = _signatures[func] = inspect.signature(method)
+    cached = _signatures.get(func)
+    if cached is None:
+        try:
+            hints = typing.get_type_hints(func)
+        except Exception:  # unresolvable forward references: skip checking
+            hints = {}
+        hints.pop("return", None)
+        cached = _signatures[func] = (inspect.signature(method), hints)
+    sig, hints = cached
     try:
-        sig.bind(*args, **kwargs)
+        bound = sig.bind(*args, **kwargs)
     except TypeError as exc:
         raise BadArguments(str(exc)) from None
+    if not hints:
+        return
+    for name, value in bound.arguments.items():
+        hint = hints.get(name)
+        if hint is None:
+            continue
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            ok = all(_matches(item, hint) for item in value)
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            ok = all(_matches(item, hint) for item in value.values())
+        else:
+            ok = _matches(value, hint)
+        if not ok:
+            raise BadArguments(f"argument {name!r} must be {_describe(hint)}")
+
+
+_UNION_TYPES: tuple[Any, ...] = (Union, getattr(types, "UnionType", Union))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits ``hint``; unknown annotations always fit."""
+    if hint is Any or hint is object:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    if origin in _UNION_TYPES:
+        return any(_matches(value, option) for option in typing.get_args(hint))
+    if hint is bool:
+        return type(value) is bool
+    if hint is int:
+        return type(value) is int
+    if hint is float:
+        return type(value) in (int, float)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is list or origin is list:
+        if not isinstance(value, list):
+            return False
+        (item,) = typing.get_args(hint) or (Any,)
+        return all(_matches(v, item) for v in value)
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            return False
+        _, item = typing.get_args(hint) or (str, Any)
+        return all(_matches(v, item) for v in value.values())
+    return True
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return str(hint.__name__)
+    return str(hint).replace("typing.", "")
