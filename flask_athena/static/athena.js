@@ -1,23 +1,16 @@
 'use strict';
 /**
- * flask_athena browser runtime: Nevow Athena "live elements" for Flask.
+ * flask_athena browser runtime: Nevow Athena "live elements" for Flask. One
+ * no-build ES module, no dependencies; it implements docs/protocol.rst.
  *
- * One no-build ES module, no dependencies. The wire protocol is
- * docs/protocol.rst; this file implements it exactly. Public surface:
+ * Exports: Widget (base class of JS widgets), Athena (registerGlobal, page,
+ * connection, widgets), RemoteError, TimeoutError, ConnectionLost.
+ * DOM events on `document`: athena:ready, athena:connected, athena:disconnected,
+ * athena:reconnected, athena:gone (cancelable: no reload, no banner),
+ * athena:error (cancelable: no console log). `<html data-athena-status>`:
+ * connecting | connected | disconnected | gone.
  *
- *   Widget          base class of every JS widget (callRemote, detach, ...)
- *   Athena          namespace: registerGlobal(name, fn), page, connection, widgets()
- *   RemoteError     a browser → server call failed on the server
- *   TimeoutError    a call got no answer within its timeout
- *   ConnectionLost  the page is gone (or the offline queue is full)
- *
- * DOM events on `document`: athena:ready, athena:connected,
- * athena:disconnected, athena:reconnected, athena:gone (cancelable: cancels
- * the reload and the banner), athena:error (cancelable: cancels the console
- * log). `<html data-athena-status>` is connecting | connected | disconnected |
- * gone.
- *
- * Two POST lanes go to the calls endpoint. The *calls lane* carries sequenced
+ * Two POST lanes share the calls endpoint. The *calls lane* carries sequenced
  * messages (call, detach), one POST in flight at a time, so the server sees
  * them in order without a reorder buffer. The *control lane* carries results
  * of server → browser calls and acks; it never waits behind the calls lane,
@@ -32,18 +25,14 @@ const CONFIG_META_SELECTOR = 'meta[name="athena-config"]';
 const WIDGET_SELECTOR = "[data-athena-widget]";
 const DEFAULT_HEARTBEAT_MS = 15000;
 const DEFAULT_CALL_TIMEOUT_MS = 30000;
-/** Silence (in heartbeats) after which the stream counts as dead. */
-const HEARTBEAT_TOLERANCE = 2.5;
-/** Backoff steps for every retry (POSTs and stream reopen); the last is the cap. */
-const RETRY_STEPS_MS = [250, 500, 1000, 2000, 5000];
-const RETRY_JITTER = 0.3;
-/** HTTP statuses that mean "try again later" although they are 4xx. */
-const RETRY_STATUSES = new Set([408, 425, 429]);
+const HEARTBEAT_TOLERANCE = 2.5;                      // heartbeats of silence = dead stream
+const RETRY_STEPS_MS = [250, 500, 1000, 2000, 5000];  // every retry; the last step is the cap
+const RETRY_JITTER = 0.3;                             // ±30 %
+const RETRY_STATUSES = new Set([408, 425, 429]);      // 4xx that mean "try again later"
 const MAX_QUEUED_MESSAGES = 1000;
 const MAX_BATCH_MESSAGES = 100;
 const MAX_BATCH_BYTES = 256 * 1024;
-/** A calls POST may legitimately take as long as its slowest call, plus this. */
-const CALLS_POST_SLACK_MS = 15000;
+const CALLS_POST_SLACK_MS = 15000;                    // a calls POST may last as long as its slowest call + this
 const CONTROL_POST_TIMEOUT_MS = 15000;
 const MAX_GAP_RESENDS = 3;
 const MAX_EVENT_GAP_RESYNCS = 1;
@@ -63,62 +52,40 @@ const RELOAD_GUARD_MAX = 3;
 
 /**
  * The JSON object of `<meta name="athena-config">`.
- * @typedef {object} AthenaConfig
- * @property {string} page
- * @property {string} token
- * @property {string} events
- * @property {string} calls
- * @property {string} close
- * @property {number} heartbeatMs
- * @property {number} callTimeoutMs
- * @property {boolean} debug
+ * @typedef {{page: string, token: string, events: string, calls: string, close: string,
+ *   heartbeatMs: number, callTimeoutMs: number, debug: boolean}} AthenaConfig
  */
-
 /**
  * A widget value: how a server LiveElement travels in args and results.
- * @typedef {object} WidgetInfo
- * @property {"widget"} $athena
- * @property {number} id
- * @property {number|null} [parent]
- * @property {string} html
+ * @typedef {{$athena: "widget", id: number, parent?: number|null, html: string}} WidgetInfo
  */
-
 /**
- * Per-call options for {@link Widget#callRemoteWithOptions}.
- * @typedef {object} CallOptions
- * @property {number} [timeoutMs] overrides the page's callTimeoutMs
+ * Per-call options for {@link Widget#callRemoteWithOptions}; `timeoutMs`
+ * overrides the page's callTimeoutMs.
+ * @typedef {{timeoutMs?: number}} CallOptions
  */
-
 /**
- * One sequenced message (call or detach) on the calls lane. `seq` is 0 until
- * the message is put in a batch: numbering at send time means a call that
- * times out before it is sent can be dropped without leaving a gap.
- * @typedef {object} Outgoing
- * @property {string} json  the message without seq, serialized at call time
- * @property {number} seq
- * @property {boolean} isDetach
- * @property {number} timeoutMs
- * @property {boolean} settled
- * @property {ReturnType<typeof setTimeout>|undefined} timer
- * @property {(value: any) => void} resolve
- * @property {(error: unknown) => void} reject
+ * A sequenced message (call or detach) on the calls lane; `json` is the
+ * message without seq, serialized at call time. `seq` stays 0 until the
+ * message goes into a batch: numbering at send time lets a call that times out
+ * unsent be dropped without leaving a gap.
+ * @typedef {{json: string, seq: number, isDetach: boolean, timeoutMs: number, settled: boolean,
+ *   timer: ReturnType<typeof setTimeout>|undefined,
+ *   resolve: (value: any) => void, reject: (error: unknown) => void}} Outgoing
  */
-
 /** @typedef {{status: number, body: any}} Reply */
 /** @typedef {"idle"|"connecting"|"connected"|"disconnected"|"gone"} Status */
+/** @typedef {ReturnType<typeof setTimeout>|undefined} Timer */
 
 // ---- Errors ----------------------------------------------------------------
 
 /** A browser → server call failed on the server, or the request was refused. */
 export class RemoteError extends Error {
-  /**
-   * @param {string} message
-   * @param {{code?: string, remoteName?: string}} [details]
-   */
+  /** @param {string} message @param {{code?: string, remoteName?: string}} [details] */
   constructor(message, details = {}) {
     super(message);
     this.name = "RemoteError";
-    /** Stable wire code, e.g. "method-not-found", "remote-error", "forbidden". */
+    /** Stable wire code: "method-not-found", "remote-error", "forbidden", ... */
     this.code = details.code ?? "remote-error";
     /** The error name the server reported (a Python class name in debug mode). */
     this.remoteName = details.remoteName ?? "RemoteError";
@@ -128,30 +95,18 @@ export class RemoteError extends Error {
 /** A call (or detach) got no answer within its timeout; a late answer is ignored. */
 export class TimeoutError extends Error {
   /** @param {string} message */
-  constructor(message) {
-    super(message);
-    this.name = "TimeoutError";
-    this.code = "call-timeout";
-  }
+  constructor(message) { super(message); this.name = "TimeoutError"; this.code = "call-timeout"; }
 }
 
 /** The page is gone (closed, expired, server restarted) or the offline queue is full. */
 export class ConnectionLost extends Error {
   /** @param {string} message */
-  constructor(message) {
-    super(message);
-    this.name = "ConnectionLost";
-    this.code = "connection-lost";
-  }
+  constructor(message) { super(message); this.name = "ConnectionLost"; this.code = "connection-lost"; }
 }
 
 // ---- Retry policy (phoenix's Timer) ----------------------------------------
 
-/**
- * Backoff with jitter and a cap, so a server outage never meets a retry storm.
- * @param {number} tries 1 for the first retry
- * @returns {number}
- */
+/** Backoff with jitter and a cap: an outage never meets a retry storm. @param {number} tries from 1 */
 function backoffMs(tries) {
   const base = RETRY_STEPS_MS[Math.min(tries, RETRY_STEPS_MS.length) - 1];
   return Math.round(base * (1 + RETRY_JITTER * (2 * Math.random() - 1)));
@@ -159,136 +114,86 @@ function backoffMs(tries) {
 
 /** Runs `callback` after reconnectAfterMs(tries); reset() on success. */
 class RetryTimer {
-  /**
-   * @param {() => void} callback
-   * @param {(tries: number) => number} [reconnectAfterMs]
-   */
+  /** @param {() => void} callback @param {(tries: number) => number} [reconnectAfterMs] */
   constructor(callback, reconnectAfterMs = backoffMs) {
     this.callback = callback;
     this.reconnectAfterMs = reconnectAfterMs;
     this.tries = 0;
-    /** @type {ReturnType<typeof setTimeout>|undefined} */
-    this.handle = undefined;
+    this.handle = /** @type {Timer} */ (undefined);
   }
   get pending() { return this.handle !== undefined; }
-  reset() {
-    this.tries = 0;
-    clearTimeout(this.handle);
-    this.handle = undefined;
-  }
+  reset() { this.tries = 0; clearTimeout(this.handle); this.handle = undefined; }
   schedule() {
     clearTimeout(this.handle);
     this.tries += 1;
-    this.handle = setTimeout(() => {
-      this.handle = undefined;
-      this.callback();
-    }, this.reconnectAfterMs(this.tries));
+    this.handle = setTimeout(() => { this.handle = undefined; this.callback(); }, this.reconnectAfterMs(this.tries));
   }
-  /** Skip the wait (the network came back). */
+  /** Skips the wait (the network came back). */
   fireNow() {
     if (!this.pending) return;
-    clearTimeout(this.handle);
-    this.handle = undefined;
+    this.reset();
     this.callback();
   }
 }
 
 // ---- Runtime state (one page per document) ---------------------------------
 
-/** @type {AthenaConfig|null} */
-let config = null;
-/** @type {Status} */
-let status = "idle";
+let config = /** @type {AthenaConfig|null} */ (null);
+let status = /** @type {Status} */ ("idle");
 let everConnected = false;
-/** Set on a final pagehide: the stream closing then is not an outage. */
-let unloading = false;
-/** Set while the page sits in the back/forward cache. */
-let frozen = false;
-
-/** @type {Map<number, Widget>} */
-const widgetsById = new Map();
-/** @type {WeakMap<Node, Widget>} */
-const widgetsByNode = new WeakMap();
-/** @type {Map<string, Function>} */
-const globalFunctions = new Map();
-/** @type {Map<string, Promise<void>>} */
-const moduleLoads = new Map();
-/** @type {Map<string, {module?: any, error?: unknown}>} */
-const moduleResults = new Map();
+let unloading = false;  // final pagehide: the stream closing then is no outage
+let frozen = false;     // in the back/forward cache
+const widgetsById = /** @type {Map<number, Widget>} */ (new Map());
+const widgetsByNode = /** @type {WeakMap<Node, Widget>} */ (new WeakMap());
+const globalFunctions = /** @type {Map<string, Function>} */ (new Map());
+const moduleLoads = /** @type {Map<string, Promise<void>>} */ (new Map());
+const moduleResults = /** @type {Map<string, {module?: any, error?: unknown}>} */ (new Map());
 
 // Calls lane.
 let nextSeq = 1;
-/** @type {Outgoing[]} */
-let callQueue = [];
-/** @type {Outgoing[]|null} */
-let inflight = null;
+let callQueue = /** @type {Outgoing[]} */ ([]);
+let inflight = /** @type {Outgoing[]|null} */ (null);  // the one batch being POSTed
 let callsFlushScheduled = false;
 let gapResends = 0;
 const callsRetry = new RetryTimer(() => { if (inflight) postCalls(inflight); });
 
 // Control lane.
-/** @type {string[]} */
-let controlQueue = [];
+let controlQueue = /** @type {string[]} */ ([]);
 let controlInflight = false;
 let controlFlushScheduled = false;
 let ackWanted = false;
-/** @type {ReturnType<typeof setTimeout>|undefined} */
-let ackTimer;
+let ackTimer = /** @type {Timer} */ (undefined);
 const controlRetry = new RetryTimer(() => flushControl());
 
 // Event stream.
-/** @type {EventSource|null} */
-let stream = null;
+let stream = /** @type {EventSource|null} */ (null);
 let lastEventId = 0;
-/** Highest event id sent to the server as `ack`. */
-let ackedId = 0;
+let ackedId = 0;  // highest event id sent to the server as `ack`
 let eventGapResyncs = 0;
-/** Incoming messages are applied strictly in order along this chain. */
-let inbox = Promise.resolve();
-/** @type {ReturnType<typeof setTimeout>|undefined} */
-let watchdog;
+let inbox = Promise.resolve();  // incoming messages are applied in order along this chain
+let watchdog = /** @type {Timer} */ (undefined);
 const streamRetry = new RetryTimer(() => openStream());
 
-// Banner.
-/** @type {HTMLElement|null} */
-let banner = null;
-/** @type {ReturnType<typeof setTimeout>|undefined} */
-let bannerTimer;
+let banner = /** @type {HTMLElement|null} */ (null);
+let bannerTimer = /** @type {Timer} */ (undefined);
 
 // ---- Errors nobody handles -------------------------------------------------
 
-/**
- * Fires a cancelable `athena:error`; logs unless a listener prevented it.
- * @param {unknown} error
- */
+/** Fires a cancelable `athena:error`; logs unless a listener prevented it. @param {unknown} error */
 function reportError(error) {
   if (dispatch("athena:error", { error }, true)) console.error("athena:", error);
 }
 
-/**
- * @param {string} type
- * @param {object} detail
- * @param {boolean} [cancelable]
- * @returns {boolean} false when a listener called preventDefault()
- */
+/** @param {string} type @param {object} detail @param {boolean} [cancelable] @returns {boolean} false if prevented */
 function dispatch(type, detail, cancelable = false) {
   return document.dispatchEvent(new CustomEvent(type, { detail, cancelable }));
 }
 
-/** @param {any} value @returns {value is PromiseLike<any>} */
-function isThenable(value) {
-  return value !== null && typeof value === "object" && typeof value.then === "function";
-}
-
-/**
- * Calls an optional hook; a throw or a rejected promise is reported.
- * @param {Widget} widget
- * @param {"loaded"|"detached"} name
- */
-function callHook(widget, name) {
+/** Calls `fn`; a throw or a rejected promise is reported, not lost. @param {() => any} fn */
+function guarded(fn) {
   try {
-    const result = widget[name]();
-    if (isThenable(result)) result.then(undefined, reportError);
+    const result = fn();
+    if (result !== null && typeof result?.then === "function") result.then(undefined, reportError);
   } catch (error) {
     reportError(error);
   }
@@ -303,24 +208,18 @@ function callHook(widget, name) {
 export class Widget {
   /** @param {HTMLElement} node the element carrying data-athena-widget */
   constructor(node) {
-    /** The widget's root element. @type {HTMLElement} */
+    /** The widget's root element. */
     this.node = node;
-    /** The server-side element id (data-athena-widget). @type {number} */
+    /** The server element's id (data-athena-widget). */
     this.widgetId = Number(node.getAttribute("data-athena-widget"));
-    /** @type {Widget|null} */
-    this.widgetParent = null;
-    /** @type {Widget[]} */
-    this.childWidgets = [];
+    this.widgetParent = /** @type {Widget|null} */ (null);
+    this.childWidgets = /** @type {Widget[]} */ ([]);
     widgetsByNode.set(node, this);
     if (Number.isInteger(this.widgetId)) widgetsById.set(this.widgetId, this);
     bindEvents(this);
   }
 
-  /**
-   * The widget owning `node`: the nearest widget root at or above it.
-   * @param {Node|null} node
-   * @returns {Widget|null}
-   */
+  /** The widget owning `node`: the nearest widget root at or above it. @param {Node|null} node @returns {Widget|null} */
   static get(node) {
     for (let n = node; n; n = n.parentNode) {
       const widget = widgetsByNode.get(n);
@@ -332,32 +231,24 @@ export class Widget {
   /**
    * Calls an exposed method of the server element.
    * @param {string} method
-   * @param {...any} args JSON-serializable arguments, captured at call time
-   * @returns {Promise<any>} the return value (LiveElements arrive as Widgets);
+   * @param {...any} args JSON-serializable, captured at call time
+   * @returns {Promise<any>} its return value (LiveElements arrive as Widgets);
    *   rejects with RemoteError, TimeoutError or ConnectionLost
    */
   callRemote(method, ...args) {
     return this.callRemoteWithOptions(method, args);
   }
 
-  /**
-   * Calls an exposed method with keyword arguments.
-   * @param {string} method
-   * @param {Record<string, any>} kwargs
-   * @returns {Promise<any>} as {@link Widget#callRemote}
-   */
+  /** Calls an exposed method with keyword arguments. @param {string} method @param {Record<string, any>} kwargs @returns {Promise<any>} */
   callRemoteKw(method, kwargs) {
     return this.callRemoteWithOptions(method, [], kwargs);
   }
 
   /**
-   * The general form of callRemote: positional and keyword arguments and
-   * per-call options. The timeout runs from now, also while the call waits
-   * offline; a call that times out before it was sent is never sent.
-   * @param {string} method
-   * @param {any[]} [args]
-   * @param {Record<string, any>} [kwargs]
-   * @param {CallOptions} [options]
+   * The general form: positional and keyword arguments and per-call options.
+   * The timeout runs from now, also while the call waits offline; a call that
+   * times out before it was sent is never sent.
+   * @param {string} method @param {any[]} [args] @param {Record<string, any>} [kwargs] @param {CallOptions} [options]
    * @returns {Promise<any>} as {@link Widget#callRemote}
    */
   callRemoteWithOptions(method, args = [], kwargs = {}, options = {}) {
@@ -371,24 +262,20 @@ export class Widget {
   /**
    * Constructs a widget from a widget value (or adopts an already built
    * Widget) as a child of this one. The caller inserts `widget.node`.
-   * @param {WidgetInfo|Widget} info
-   * @returns {Promise<Widget>}
+   * @param {WidgetInfo|Widget} info @returns {Promise<Widget>}
    */
   async addChildWidget(info) {
     if (info instanceof Widget) {
       link(info, this);
       return info;
     }
-    if (!isWidgetValue(info)) {
-      throw new TypeError('addChildWidget expects a Widget or a widget value {"$athena": "widget", ...}');
-    }
-    const [widget] = await buildWidgets([{ info, parent: this }]);
-    return widget;
+    if (!isWidgetValue(info)) throw new TypeError('addChildWidget expects a Widget or {"$athena": "widget", ...}');
+    return (await buildWidgets([{ info, parent: this }]))[0];
   }
 
   /**
-   * Detaches this widget on both sides: runs detached() hooks (children
-   * first), unregisters it and removes its node at once, and tells the server.
+   * Detaches this widget on both sides: at once runs the detached() hooks
+   * (children first), unregisters it and removes its node; tells the server.
    * @returns {Promise<void>} resolves when the server has acknowledged
    */
   detach() {
@@ -411,11 +298,7 @@ function isWidgetValue(value) {
   return value !== null && typeof value === "object" && value.$athena === "widget";
 }
 
-/**
- * Sets `widget.widgetParent`, keeping both parents' childWidgets in step.
- * @param {Widget} widget
- * @param {Widget|null} parent
- */
+/** Sets widgetParent, keeping both parents' childWidgets in step. @param {Widget} widget @param {Widget|null} parent */
 function link(widget, parent) {
   const old = widget.widgetParent;
   if (old) old.childWidgets = old.childWidgets.filter((w) => w !== widget);
@@ -431,20 +314,15 @@ function forgetNode(node) {
   if (widgetsById.get(widget.widgetId) === widget) widgetsById.delete(widget.widgetId);
 }
 
-/**
- * Local half of a detach (browser- or server-initiated): hooks children
- * first, unregister, remove from the document.
- * @param {Widget} widget
- */
+/** Local half of a detach (either side's): hooks children first, unregister, remove. @param {Widget} widget */
 function teardown(widget) {
   const root = widget.node;
   /** @param {Widget} w */
   const visit = (w) => {
     for (const child of [...w.childWidgets]) visit(child);
-    callHook(w, "detached");
+    guarded(() => w.detached());
     forgetNode(w.node);
-    // A child's node moved elsewhere (a dialog on <body>) goes too.
-    if (w !== widget && !root.contains(w.node)) w.node.remove();
+    if (w !== widget && !root.contains(w.node)) w.node.remove(); // moved elsewhere (a dialog on <body>)
   };
   visit(widget);
   link(widget, null);
@@ -452,8 +330,8 @@ function teardown(widget) {
 }
 
 /**
- * Binds `data-athena-on="event:method ..."` on the widget's node and on the
- * descendants it owns; subtrees of nested widgets belong to those widgets.
+ * Binds `data-athena-on="event:method ..."` on the widget's node and the
+ * descendants it owns (subtrees of nested widgets belong to those).
  * @param {Widget} widget
  */
 function bindEvents(widget) {
@@ -463,40 +341,23 @@ function bindEvents(widget) {
       ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
   });
   for (let el = /** @type {Element|null} */ (root); el; el = /** @type {Element|null} */ (walker.nextNode())) {
-    const spec = el.getAttribute("data-athena-on");
-    if (!spec) continue;
-    for (const token of spec.trim().split(/\s+/)) {
-      const colon = token.indexOf(":");
-      if (colon <= 0 || colon === token.length - 1) {
+    for (const token of (el.getAttribute("data-athena-on") || "").split(/\s+/).filter(Boolean)) {
+      const [type, method, extra] = token.split(":");
+      if (!type || !method || extra !== undefined) {
         reportError(new SyntaxError(`athena: bad data-athena-on entry "${token}" (expected event:method)`));
         continue;
       }
-      const type = token.slice(0, colon);
-      const method = token.slice(colon + 1);
-      el.addEventListener(type, (event) => handleDomEvent(widget, method, event));
+      el.addEventListener(type, (event) => {
+        if (event.type === "submit") event.preventDefault();
+        if (widgetsByNode.get(widget.node) !== widget) return; // detached, or its constructor threw
+        const fn = /** @type {any} */ (widget)[method];
+        if (typeof fn !== "function") {
+          reportError(new TypeError(`athena: ${widget.constructor.name} has no method "${method}" (data-athena-on)`));
+        } else {
+          guarded(() => fn.call(widget, event)); // nobody else owns the handler's promise
+        }
+      });
     }
-  }
-}
-
-/**
- * @param {Widget} widget
- * @param {string} method
- * @param {Event} event
- */
-function handleDomEvent(widget, method, event) {
-  if (event.type === "submit") event.preventDefault();
-  if (widgetsByNode.get(widget.node) !== widget) return; // detached or failed construction
-  const fn = /** @type {any} */ (widget)[method];
-  if (typeof fn !== "function") {
-    reportError(new TypeError(`athena: ${widget.constructor.name} has no method "${method}" (data-athena-on)`));
-    return;
-  }
-  try {
-    const result = fn.call(widget, event);
-    // The handler's promise has no other owner: its rejection is ours to report.
-    if (isThenable(result)) result.then(undefined, reportError);
-  } catch (error) {
-    reportError(error);
   }
 }
 
@@ -507,18 +368,12 @@ function moduleUrl(node) {
   return new URL(node.getAttribute("data-athena-module") || "", document.baseURI).href;
 }
 
-/**
- * Imports every distinct module of `nodes` in parallel; never rejects (a
- * failure is recorded and reported per widget when it is constructed).
- * @param {Element[]} nodes
- */
+/** Imports the modules of `nodes` in parallel; never rejects (failures are reported per widget). @param {Element[]} nodes */
 function loadModules(nodes) {
-  const urls = new Set(nodes.map(moduleUrl));
-  return Promise.all([...urls].map((url) => {
+  return Promise.all([...new Set(nodes.map(moduleUrl))].map((url) => {
     let load = moduleLoads.get(url);
     if (!load) {
-      load = import(url).then(
-        (module) => { moduleResults.set(url, { module }); },
+      load = import(url).then((module) => { moduleResults.set(url, { module }); },
         (error) => { moduleResults.set(url, { error }); });
       moduleLoads.set(url, load);
     }
@@ -526,19 +381,14 @@ function loadModules(nodes) {
   }));
 }
 
-/**
- * @param {Element} node whose module is loaded
- * @returns {new (node: HTMLElement, ...args: any[]) => Widget}
- */
+/** @param {Element} node whose module is loaded @returns {new (node: HTMLElement, ...args: any[]) => Widget} */
 function resolveClass(node) {
   const spec = node.getAttribute("data-athena-class") || "";
   const name = spec.slice(spec.lastIndexOf(".") + 1);
   const url = moduleUrl(node);
   const where = `widget ${node.getAttribute("data-athena-widget")} (${spec})`;
   const result = moduleResults.get(url);
-  if (!result || "error" in result) {
-    throw new Error(`athena: ${where}: module ${url} failed to load`, { cause: result?.error });
-  }
+  if (!result || "error" in result) throw new Error(`athena: ${where}: module ${url} failed to load`, { cause: result?.error });
   const cls = result.module[name];
   if (typeof cls !== "function") throw new Error(`athena: ${where}: module ${url} has no export "${name}"`);
   if (cls !== Widget && !(cls.prototype instanceof Widget)) {
@@ -549,11 +399,11 @@ function resolveClass(node) {
 }
 
 /**
- * Constructs the widgets of `nodes` (document order, so parents first),
- * links them by DOM ancestry, then calls loaded() on each.
- * @param {HTMLElement[]} nodes modules already loaded
+ * Constructs the widgets of `nodes` (document order: parents first), links
+ * them by DOM ancestry, then calls loaded() on each.
+ * @param {HTMLElement[]} nodes their modules loaded
  * @param {Widget|null} rootParent parent of nodes[0] when no ancestor is a widget
- * @param {boolean} strict throw if nodes[0] fails (a widget value), else report and skip
+ * @param {boolean} strict nodes[0] failing throws (a widget value) instead of being reported and skipped
  * @returns {Widget[]}
  */
 function constructWidgets(nodes, rootParent, strict) {
@@ -572,42 +422,34 @@ function constructWidgets(nodes, rootParent, strict) {
       reportError(error);
       continue;
     }
-    const parent = Widget.get(node.parentNode) ?? (node === nodes[0] ? rootParent : null);
-    link(widget, parent);
+    link(widget, Widget.get(node.parentNode) ?? (node === nodes[0] ? rootParent : null));
     built.push(widget);
   }
-  for (const widget of built) callHook(widget, "loaded");
+  for (const widget of built) guarded(() => widget.loaded());
   return built;
 }
 
 /**
- * Builds widget values into detached, constructed Widgets (modules loaded on
- * demand, all values' modules in parallel).
- * @param {{info: WidgetInfo, parent: Widget|null}[]} items
- * @returns {Promise<Widget[]>}
+ * Builds widget values into constructed Widgets, not yet in the document.
+ * @param {{info: WidgetInfo, parent: Widget|null}[]} items @returns {Promise<Widget[]>}
  */
 async function buildWidgets(items) {
   const trees = items.map(({ info }) => {
-    if (typeof info.html !== "string") throw new TypeError("athena: widget value without html");
     const template = document.createElement("template");
-    // Server-rendered markup: the one place the runtime parses HTML.
-    template.innerHTML = info.html;
+    template.innerHTML = String(info.html); // server-rendered markup: the one place we parse HTML
     const root = template.content.firstElementChild;
-    if (!root || !root.hasAttribute("data-athena-widget")) {
-      throw new Error(`athena: widget value ${info.id} has no data-athena-widget root`);
-    }
+    if (!root?.hasAttribute("data-athena-widget")) throw new Error(`athena: widget value ${info.id} has no widget root`);
     const node = /** @type {HTMLElement} */ (document.adoptNode(root));
     return [node, .../** @type {NodeListOf<HTMLElement>} */ (node.querySelectorAll(WIDGET_SELECTOR))];
   });
-  await Promise.all(trees.map(loadModules));
+  await Promise.all(trees.map(loadModules)); // every value's modules in parallel
   return trees.map((nodes, i) => constructWidgets(nodes, items[i].parent, true)[0]);
 }
 
 /**
- * Replaces every widget value inside freshly parsed JSON by its Widget
- * (in place; the JSON is ours). Plain data costs one synchronous walk.
- * @param {any} value
- * @returns {Promise<any>}
+ * Replaces every widget value inside freshly parsed JSON by its Widget (in
+ * place: the JSON is ours). Plain data costs one synchronous walk.
+ * @param {any} value @returns {Promise<any>}
  */
 async function decodeValues(value) {
   const box = { value };
@@ -624,8 +466,7 @@ async function decodeValues(value) {
   visit(box, "value");
   if (refs.length === 0) return value;
   const widgets = await buildWidgets(refs.map(({ info }) => ({
-    info,
-    parent: typeof info.parent === "number" ? widgetsById.get(info.parent) ?? null : null,
+    info, parent: typeof info.parent === "number" ? widgetsById.get(info.parent) ?? null : null,
   })));
   refs.forEach((ref, i) => { ref.holder[ref.key] = widgets[i]; });
   return box.value;
@@ -633,12 +474,7 @@ async function decodeValues(value) {
 
 // ---- Calls lane (sequenced: call, detach) -----------------------------------
 
-/**
- * @param {object} message without seq
- * @param {number} timeoutMs
- * @param {boolean} isDetach
- * @returns {Promise<any>}
- */
+/** @param {object} message without seq @param {number} timeoutMs @param {boolean} isDetach @returns {Promise<any>} */
 function enqueue(message, timeoutMs, isDetach) {
   if (!config) return Promise.reject(new ConnectionLost("athena: no page on this document (no athena-config meta)"));
   if (isGone()) return Promise.reject(new ConnectionLost("athena: the page is gone"));
@@ -654,35 +490,29 @@ function enqueue(message, timeoutMs, isDetach) {
   return new Promise((resolve, reject) => {
     /** @type {Outgoing} */
     const entry = { json, seq: 0, isDetach, timeoutMs, settled: false, timer: undefined, resolve, reject };
-    entry.timer = setTimeout(() => expire(entry), timeoutMs);
+    entry.timer = setTimeout(() => {
+      // An unsent call is dropped: its caller was told it failed. A detach is
+      // still sent: the server must free the element.
+      if (entry.seq === 0 && !isDetach) callQueue = callQueue.filter((e) => e !== entry);
+      settle(entry, () => reject(new TimeoutError(`athena: no answer within ${timeoutMs} ms`)));
+    }, timeoutMs);
     callQueue.push(entry);
     scheduleCallsFlush();
   });
 }
 
-/**
- * @param {Outgoing} entry
- * @param {() => void} action
- */
+/** @param {Outgoing} entry @param {() => void} action */
 function settle(entry, action) {
-  if (entry.settled) return;
+  if (entry.settled) return; // a late answer after a timeout, or a duplicate
   entry.settled = true;
   clearTimeout(entry.timer);
   action();
 }
 
-/** @param {Outgoing} entry */
-function expire(entry) {
-  // Unsent calls are dropped: the caller was told it failed, so running it
-  // later would surprise. A detach is still sent: the server must free it.
-  if (entry.seq === 0 && !entry.isDetach) callQueue = callQueue.filter((e) => e !== entry);
-  settle(entry, () => entry.reject(new TimeoutError(`athena: no answer within ${entry.timeoutMs} ms`)));
-}
-
 function scheduleCallsFlush() {
   if (callsFlushScheduled) return;
   callsFlushScheduled = true;
-  queueMicrotask(flushCalls); // batch everything called in this task
+  queueMicrotask(flushCalls); // one batch for everything called in this task
 }
 
 function flushCalls() {
@@ -693,7 +523,7 @@ function flushCalls() {
   let bytes = 0;
   while (callQueue.length && batch.length < MAX_BATCH_MESSAGES) {
     const entry = callQueue[0];
-    if (batch.length && bytes + entry.json.length > MAX_BATCH_BYTES) break; // big ones go alone
+    if (batch.length && bytes + entry.json.length > MAX_BATCH_BYTES) break; // a big one goes alone
     callQueue.shift();
     entry.seq = nextSeq++;
     bytes += entry.json.length;
@@ -703,60 +533,48 @@ function flushCalls() {
   postCalls(batch);
 }
 
-/** @param {Outgoing} entry */
-function wireJson(entry) {
-  return `{"seq":${entry.seq},${entry.json.slice(1)}`; // json is a non-empty object
-}
-
-/**
- * Sends (or re-sends, with the same seqs) a batch and handles the reply.
- * @param {Outgoing[]} batch
- */
+/** Sends (or re-sends, with the same seqs) a batch and handles the reply. @param {Outgoing[]} batch */
 async function postCalls(batch) {
   const timeoutMs = Math.max(...batch.map((e) => e.timeoutMs)) + CALLS_POST_SLACK_MS;
-  const reply = await post(batch.map(wireJson), timeoutMs);
+  // `json` is a non-empty object: splice the seq in front of its first key.
+  const reply = await post(batch.map((e) => `{"seq":${e.seq},${e.json.slice(1)}`), timeoutMs);
   if (inflight !== batch || isGone()) return;
   const kind = classify(reply);
   const body = reply?.body;
+  if (kind === "retry") {
+    // Lost response, network down, 5xx: the same seqs again; the server
+    // answers those it already ran from its record, so nothing runs twice.
+    callsRetry.schedule();
+    return;
+  }
+  if (kind === "gone") return goGone(body?.error?.code ?? `http-${reply?.status}`);
+  inflight = null;
   if (kind === "results") {
-    inflight = null;
     callsRetry.reset();
     gapResends = 0;
     applyCallResults(batch, body.results);
-  } else if (kind === "gone") {
-    goGone(body?.error?.code ?? `http-${reply?.status}`);
-    return;
   } else if (kind === "gap") {
-    inflight = null;
     const expected = body?.error?.expected ?? body?.expected;
-    if (Number.isInteger(expected) && expected >= 1 && expected < batch[0].seq && gapResends < MAX_GAP_RESENDS) {
+    const valid = Number.isInteger(expected) && expected >= 1;
+    if (valid && expected < batch[0].seq && gapResends < MAX_GAP_RESENDS) {
       // The server never looked at this batch: renumber it from `expected`.
       gapResends += 1;
       for (const e of batch) e.seq = 0;
       callQueue = batch.filter((e) => !e.settled || e.isDetach).concat(callQueue);
       nextSeq = expected;
     } else {
+      nextSeq = valid ? expected : batch[0].seq;
       rejectBatch(batch, reply);
-      nextSeq = Number.isInteger(expected) && expected >= 1 ? expected : batch[0].seq;
     }
-  } else if (kind === "rejected") {
-    // Nothing in the batch was looked at: its seqs are free for the next one.
-    inflight = null;
-    rejectBatch(batch, reply);
-    nextSeq = batch[0].seq;
   } else {
-    // Lost response, network down, 5xx: the same seqs again; the server
-    // answers the ones it already ran from its record.
-    callsRetry.schedule();
-    return;
+    // 4xx without results: nothing was looked at, so its seqs are free again.
+    nextSeq = batch[0].seq;
+    rejectBatch(batch, reply);
   }
   scheduleCallsFlush();
 }
 
-/**
- * @param {Outgoing[]} batch
- * @param {Reply|null} reply
- */
+/** @param {Outgoing[]} batch @param {Reply|null} reply */
 function rejectBatch(batch, reply) {
   for (const entry of batch) {
     entry.seq = 0;
@@ -764,10 +582,7 @@ function rejectBatch(batch, reply) {
   }
 }
 
-/**
- * @param {Outgoing[]} batch
- * @param {any[]} results
- */
+/** @param {Outgoing[]} batch @param {any[]} results */
 function applyCallResults(batch, results) {
   const bySeq = new Map(batch.map((e) => [e.seq, e]));
   for (const result of results) {
@@ -776,9 +591,9 @@ function applyCallResults(batch, results) {
     bySeq.delete(result.seq);
     if (result.error) {
       const error = remoteError(result.error, "remote-error");
-      // The server already lost the widget (it detached it too): that's done.
-      if (entry.isDetach && error.code === "widget-not-found") settle(entry, () => entry.resolve(undefined));
-      else settle(entry, () => entry.reject(error));
+      // widget-not-found on a detach: the server had detached it too. Done.
+      const done = entry.isDetach && error.code === "widget-not-found";
+      settle(entry, () => (done ? entry.resolve(undefined) : entry.reject(error)));
     } else if (entry.isDetach) {
       settle(entry, () => entry.resolve(undefined));
     } else {
@@ -790,10 +605,7 @@ function applyCallResults(batch, results) {
   }
 }
 
-/**
- * @param {any} error the wire error object
- * @param {string} fallbackCode
- */
+/** @param {any} error the wire error object @param {string} fallbackCode */
 function remoteError(error, fallbackCode) {
   const e = error !== null && typeof error === "object" ? error : {};
   const code = typeof e.code === "string" ? e.code : fallbackCode;
@@ -801,15 +613,12 @@ function remoteError(error, fallbackCode) {
   return new RemoteError(typeof e.message === "string" && e.message ? e.message : code, { code, remoteName });
 }
 
-/**
- * @param {Reply|null} reply
- * @returns {"results"|"gone"|"gap"|"rejected"|"retry"}
- */
+/** @param {Reply|null} reply @returns {"results"|"gone"|"gap"|"rejected"|"retry"} */
 function classify(reply) {
   if (!reply) return "retry";
   const { status: http, body } = reply;
   const code = body?.error?.code;
-  // A results list with a 4xx status: the batch was consumed, each call answered.
+  // A results list, even with a 4xx status: the batch was consumed, each call answered.
   if (Array.isArray(body?.results) && (http < 300 || (http >= 400 && http < 500))) return "results";
   if (http === 410 || code === "page-gone" || code === "page-not-found") return "gone";
   if (http === 409) return "gap";
@@ -819,9 +628,7 @@ function classify(reply) {
 
 /**
  * One POST to the calls endpoint; null on network failure or timeout.
- * @param {string[]} messages serialized messages
- * @param {number} timeoutMs
- * @returns {Promise<Reply|null>}
+ * @param {string[]} messages serialized @param {number} timeoutMs @returns {Promise<Reply|null>}
  */
 async function post(messages, timeoutMs) {
   const cfg = /** @type {AthenaConfig} */ (config);
@@ -831,12 +638,8 @@ async function post(messages, timeoutMs) {
   const timer = setTimeout(() => abort.abort(), timeoutMs); // a dead TCP connection must not stall a lane
   try {
     const response = await fetch(cfg.calls, {
-      method: "POST",
-      credentials: "same-origin",
-      cache: "no-store",
+      method: "POST", credentials: "same-origin", cache: "no-store", body, signal: abort.signal,
       headers: { "Content-Type": "application/json", "X-Athena-Token": cfg.token },
-      body,
-      signal: abort.signal,
     });
     let json = null;
     try { json = await response.json(); } catch { /* empty or not JSON: classify by status */ }
@@ -871,25 +674,18 @@ async function flushControl() {
   if (reply && reply.status >= 200 && reply.status < 300) {
     controlRetry.reset();
   } else if (kind === "gone") {
-    goGone(reply?.body?.error?.code ?? `http-${reply?.status}`);
-    return;
+    return goGone(reply?.body?.error?.code ?? `http-${reply?.status}`);
   } else if (kind === "retry") {
-    // Results are idempotent on the server: resending is always safe.
-    controlQueue = messages.concat(controlQueue);
+    controlQueue = messages.concat(controlQueue); // results are idempotent: resending is safe
     ackWanted = true;
-    controlRetry.schedule();
-    return;
+    return controlRetry.schedule();
   } else {
     reportError(remoteError(reply?.body?.error, `http-${reply?.status}`));
   }
   if (controlQueue.length || ackWanted) scheduleControlFlush();
 }
 
-/**
- * Queues the answer to a server → browser call.
- * @param {number|null} callId
- * @param {{ok: any}|{error: unknown}} outcome
- */
+/** Queues the answer to a server → browser call. @param {number|null} callId @param {{ok: any}|{error: unknown}} outcome */
 function sendResult(callId, outcome) {
   if (callId === null) { // nobody waits for a broadcast: its failure is ours to report
     if ("error" in outcome) reportError(outcome.error);
@@ -903,61 +699,56 @@ function sendResult(callId, outcome) {
       outcome = { error: new TypeError(`result is not JSON-serializable: ${error}`) };
     }
   }
-  if (!json && "error" in outcome) {
-    const e = /** @type {any} */ (outcome.error);
-    const name = e instanceof Error ? e.name : "Error";
-    const message = e instanceof Error ? e.message : String(e);
-    json = JSON.stringify({ type: "result", call: callId, error: { name, message } });
+  if (json === undefined && "error" in outcome) {
+    const e = outcome.error;
+    const error = e instanceof Error ? { name: e.name, message: e.message } : { name: "Error", message: String(e) };
+    json = JSON.stringify({ type: "result", call: callId, error });
   }
   controlQueue.push(/** @type {string} */ (json));
   scheduleControlFlush();
 }
 
-/** A standalone ack when no POST carries one soon: debounced, or at once after many. */
+/** A standalone ack when no other POST carries one soon: debounced, or at once after many. */
 function maybeAck() {
   const unacked = lastEventId - ackedId;
   if (unacked <= 0) return;
-  if (unacked >= ACK_EVERY_MESSAGES) {
+  const ackNow = () => {
     clearTimeout(ackTimer);
     ackTimer = undefined;
     ackWanted = true;
     scheduleControlFlush();
-  } else if (ackTimer === undefined) {
-    ackTimer = setTimeout(() => {
-      ackTimer = undefined;
-      if (lastEventId > ackedId) {
-        ackWanted = true;
-        scheduleControlFlush();
-      }
-    }, ACK_DELAY_MS);
-  }
+  };
+  if (unacked >= ACK_EVERY_MESSAGES) ackNow();
+  else if (ackTimer === undefined) ackTimer = setTimeout(ackNow, ACK_DELAY_MS);
 }
 
 // ---- Event stream (server → browser) ----------------------------------------
 
 function openStream() {
   if (!config || stream || isGone() || unloading || frozen) return;
-  // A new EventSource sends no Last-Event-ID, so say it in the query; the
-  // EventSource's own reconnects add the header, which the server prefers.
+  // A new EventSource sends no Last-Event-ID, so say it in the query; its own
+  // reconnects add the header, which the server prefers.
   const url = new URL(config.events, document.baseURI);
   url.searchParams.set("last", String(lastEventId));
   const es = new EventSource(url.href);
   stream = es;
   armWatchdog();
-  es.addEventListener("open", () => { if (es === stream) onStreamOpen(); });
-  es.addEventListener("message", (event) => { if (es === stream) onStreamMessage(event); });
-  es.addEventListener("heartbeat", () => { if (es === stream) armWatchdog(); });
-  es.addEventListener("gone", (event) => {
-    if (es !== stream) return;
+  /** @param {string} type @param {(event: MessageEvent) => void} handler */
+  const on = (type, handler) => es.addEventListener(type, (event) => {
+    if (es === stream) handler(/** @type {MessageEvent} */ (event)); // ignore a replaced stream
+  });
+  on("open", onStreamOpen);
+  on("message", onStreamMessage);
+  on("heartbeat", armWatchdog);
+  on("gone", (event) => {
     let reason = "gone";
-    try { reason = String(JSON.parse(/** @type {MessageEvent} */ (event).data).reason ?? reason); } catch { /* keep default */ }
+    try { reason = String(JSON.parse(event.data).reason ?? reason); } catch { /* keep the default */ }
     goGone(reason);
   });
-  es.addEventListener("error", () => {
-    if (es !== stream) return;
+  on("error", () => {
     setDisconnected();
     // CONNECTING: the EventSource retries by itself. CLOSED: the server
-    // answered non-200 or a wrong type, and it will not; we take over.
+    // answered non-200 or a wrong type and it won't; we take over.
     if (es.readyState === EventSource.CLOSED) {
       closeStream();
       streamRetry.schedule();
@@ -967,19 +758,18 @@ function openStream() {
 
 function closeStream() {
   clearTimeout(watchdog);
-  if (stream) stream.close();
+  stream?.close();
   stream = null;
 }
 
 /** Heartbeats exist because a dead connection is otherwise silent. */
 function armWatchdog() {
   clearTimeout(watchdog);
-  const cfg = /** @type {AthenaConfig} */ (config);
   watchdog = setTimeout(() => {
     closeStream();
     setDisconnected();
     streamRetry.schedule();
-  }, cfg.heartbeatMs * HEARTBEAT_TOLERANCE);
+  }, /** @type {AthenaConfig} */ (config).heartbeatMs * HEARTBEAT_TOLERANCE);
 }
 
 function onStreamOpen() {
@@ -988,13 +778,10 @@ function onStreamOpen() {
   const wasConnected = status === "connected";
   setStatus("connected");
   hideBanner();
-  if (!everConnected) {
-    everConnected = true;
-    dispatch("athena:connected", {});
-  } else if (!wasConnected) {
-    dispatch("athena:reconnected", {});
-  }
-  // The network is back: don't make waiting POSTs sit out their backoff.
+  if (!everConnected) dispatch("athena:connected", {});
+  else if (!wasConnected) dispatch("athena:reconnected", {});
+  everConnected = true;
+  // The network is back: waiting POSTs need not sit out their backoff.
   callsRetry.fireNow();
   controlRetry.fireNow();
 }
@@ -1004,18 +791,17 @@ function onStreamMessage(event) {
   armWatchdog();
   const id = Number(event.lastEventId);
   if (!Number.isSafeInteger(id) || id <= 0) {
-    reportError(new Error(`athena: stream message without a valid id (${event.lastEventId})`));
-    return;
+    return reportError(new Error(`athena: stream message without a valid id (${event.lastEventId})`));
   }
   if (id <= lastEventId) return; // already received (replay overlap)
-  if (id !== lastEventId + 1 && eventGapResyncs < MAX_EVENT_GAP_RESYNCS) {
-    // Ids have no gaps, so something was lost: ask for a replay from ours.
-    eventGapResyncs += 1;
-    closeStream();
-    openStream();
-    return;
+  if (id !== lastEventId + 1) {
+    if (eventGapResyncs < MAX_EVENT_GAP_RESYNCS) {
+      eventGapResyncs += 1; // ids have no gaps, so something was lost: ask for a replay
+      closeStream();
+      return openStream();
+    }
+    reportError(new Error(`athena: events ${lastEventId + 1}..${id - 1} were lost`));
   }
-  if (id !== lastEventId + 1) reportError(new Error(`athena: events ${lastEventId + 1}..${id - 1} were lost`));
   eventGapResyncs = 0;
   lastEventId = id;
   /** @type {any} */
@@ -1025,8 +811,8 @@ function onStreamMessage(event) {
   } catch (error) {
     reportError(error);
   }
-  // Applying a message may wait for a module import; the chain keeps the
-  // next message from overtaking it.
+  // Applying a message may wait for a module import; the chain keeps the next
+  // message from overtaking it.
   if (message !== undefined) inbox = inbox.then(() => applyMessage(message)).catch(reportError);
   maybeAck();
 }
@@ -1034,12 +820,9 @@ function onStreamMessage(event) {
 /** @param {any} message */
 async function applyMessage(message) {
   if (message?.type === "call") return applyCall(message);
-  if (message?.type === "detach") {
-    const widget = widgetsById.get(message.widget);
-    if (widget) teardown(widget);
-    return;
-  }
-  throw new Error(`athena: unknown message type ${JSON.stringify(message?.type)}`);
+  if (message?.type !== "detach") throw new Error(`athena: unknown message type ${JSON.stringify(message?.type)}`);
+  const widget = widgetsById.get(message.widget);
+  if (widget) teardown(widget);
 }
 
 /** @param {any} message */
@@ -1054,17 +837,12 @@ async function applyCall(message) {
   } catch (error) {
     outcome = Promise.reject(error);
   }
-  // Not awaited: a slow method (one that waits for the user, say) must not
-  // hold up the messages after it. It was *started* in order, which is the
-  // ordering guarantee.
+  // Not awaited: a slow method (one waiting for the user, say) must not hold
+  // up the messages after it. It was *started* in order; that is the guarantee.
   outcome.then((ok) => sendResult(callId, { ok }), (error) => sendResult(callId, { error }));
 }
 
-/**
- * @param {number|null} widgetId
- * @param {string} method
- * @returns {[Function, any]}
- */
+/** @param {number|null} widgetId @param {string} method @returns {[Function, any]} */
 function resolveTarget(widgetId, method) {
   if (widgetId === null || widgetId === undefined) {
     const fn = globalFunctions.get(method);
@@ -1074,9 +852,8 @@ function resolveTarget(widgetId, method) {
   const widget = widgetsById.get(widgetId);
   if (!widget) throw new RemoteError(`no widget ${widgetId} on this page`, { code: "widget-not-found" });
   const fn = typeof method === "string" ? /** @type {any} */ (widget)[method] : undefined;
-  const callable = typeof fn === "function" && method !== "constructor" && !method.startsWith("_")
-    && fn !== /** @type {any} */ (Object.prototype)[method];
-  if (!callable) {
+  if (typeof fn !== "function" || method === "constructor" || method.startsWith("_")
+      || fn === /** @type {any} */ (Object.prototype)[method]) {
     throw new RemoteError(`${widget.constructor.name} has no method "${method}"`, { code: "method-not-found" });
   }
   return [fn, widget];
@@ -1084,7 +861,7 @@ function resolveTarget(widgetId, method) {
 
 // ---- Status, banner, gone ---------------------------------------------------
 
-/** A function, not a comparison, so TypeScript does not narrow across awaits. */
+/** A function, not a comparison, so TypeScript does not narrow `status` across awaits. */
 function isGone() {
   return status === "gone";
 }
@@ -1100,32 +877,27 @@ function setDisconnected() {
   setStatus("disconnected");
   dispatch("athena:disconnected", {});
   clearTimeout(bannerTimer);
-  // Short blips (a stream replaced, a proxy timeout) should not flash a banner.
+  // Short blips (a replaced stream, a proxy timeout) should not flash a banner.
   bannerTimer = setTimeout(() => { if (status === "disconnected") showBanner("disconnected"); }, BANNER_DELAY_MS);
 }
 
 /** @param {"disconnected"|"gone"} state */
 function showBanner(state) {
+  if (!document.body) return;
   if (!banner) {
-    if (!document.body) return;
-    banner = document.createElement("div");
-    banner.className = "athena-banner";
+    banner = Object.assign(document.createElement("div"), { className: "athena-banner" });
     banner.setAttribute("role", "status");
     banner.setAttribute("aria-live", "polite");
-    const text = document.createElement("span");
-    text.className = "athena-banner-text";
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "athena-banner-reload";
-    button.textContent = BANNER_RELOAD_LABEL;
+    const button = Object.assign(document.createElement("button"),
+      { type: "button", className: "athena-banner-reload", textContent: BANNER_RELOAD_LABEL });
     button.addEventListener("click", () => location.reload());
-    banner.append(text, button);
+    banner.append(Object.assign(document.createElement("span"), { className: "athena-banner-text" }), button);
     document.body.append(banner);
   }
   banner.setAttribute("data-athena-banner", state);
-  /** @type {HTMLElement} */ (banner.querySelector(".athena-banner-text")).textContent =
-    state === "gone" ? BANNER_GONE_TEXT : BANNER_DISCONNECTED_TEXT;
-  /** @type {HTMLElement} */ (banner.querySelector(".athena-banner-reload")).hidden = state !== "gone";
+  const [text, button] = /** @type {HTMLElement[]} */ ([...banner.children]);
+  text.textContent = state === "gone" ? BANNER_GONE_TEXT : BANNER_DISCONNECTED_TEXT;
+  button.hidden = state !== "gone";
   banner.hidden = false;
 }
 
@@ -1134,11 +906,7 @@ function hideBanner() {
   if (banner) banner.hidden = true;
 }
 
-/**
- * Replay is impossible: fail everything pending, stop, reload (jitter, loop
- * guard) unless a listener of athena:gone prevents it.
- * @param {string} reason
- */
+/** Replay is impossible: fail all pending, stop, reload (jitter, loop guard) unless prevented. @param {string} reason */
 function goGone(reason) {
   if (isGone()) return;
   setStatus("gone");
@@ -1156,8 +924,8 @@ function goGone(reason) {
   if (!dispatch("athena:gone", { reason }, true)) return;
   showBanner("gone");
   if (reloadAllowed()) {
-    const delay = RELOAD_JITTER_MIN_MS + Math.random() * (RELOAD_JITTER_MAX_MS - RELOAD_JITTER_MIN_MS);
-    setTimeout(() => location.reload(), delay); // jitter: a restarted server is not hit by every tab at once
+    // Jitter: a restarted server is not hit by every tab in the same instant.
+    setTimeout(() => location.reload(), RELOAD_JITTER_MIN_MS + Math.random() * (RELOAD_JITTER_MAX_MS - RELOAD_JITTER_MIN_MS));
   }
 }
 
@@ -1168,15 +936,14 @@ function reloadAllowed() {
     const raw = JSON.parse(sessionStorage.getItem(RELOAD_GUARD_KEY) || "[]");
     const recent = (Array.isArray(raw) ? raw : []).filter((t) => typeof t === "number" && now - t < RELOAD_GUARD_WINDOW_MS);
     if (recent.length >= RELOAD_GUARD_MAX) return false;
-    recent.push(now);
-    sessionStorage.setItem(RELOAD_GUARD_KEY, JSON.stringify(recent));
+    sessionStorage.setItem(RELOAD_GUARD_KEY, JSON.stringify([...recent, now]));
     return true;
   } catch {
-    return false; // no storage, no guard: let the person press Reload
+    return false; // no storage, no guard: the person presses Reload
   }
 }
 
-// ---- Page lifecycle ---------------------------------------------------------
+// ---- Page lifecycle and boot ------------------------------------------------
 
 /** @param {PageTransitionEvent} event */
 function onPageHide(event) {
@@ -1190,12 +957,10 @@ function onPageHide(event) {
   unloading = true;
   if (isGone()) return;
   const body = JSON.stringify({ token: cfg.token });
-  const sent = navigator.sendBeacon?.(cfg.close, new Blob([body], { type: "application/json" }));
-  if (!sent) {
+  if (!navigator.sendBeacon?.(cfg.close, new Blob([body], { type: "application/json" }))) {
     fetch(cfg.close, {
-      method: "POST", keepalive: true, credentials: "same-origin",
-      headers: { "Content-Type": "application/json" }, body,
-    }).catch(() => { /* the page is unloading; the server's page timeout closes it */ });
+      method: "POST", keepalive: true, credentials: "same-origin", headers: { "Content-Type": "application/json" }, body,
+    }).catch(() => { /* unloading; the server's page timeout closes the page anyway */ });
   }
 }
 
@@ -1203,8 +968,8 @@ function onPageHide(event) {
 function onPageShow(event) {
   if (!event.persisted || !frozen) return;
   frozen = false;
-  if (status !== "gone") setStatus("connecting");
-  openStream(); // the server may have closed the page meanwhile: then "gone"
+  if (!isGone()) setStatus("connecting");
+  openStream(); // if the server closed the page meanwhile, the stream says "gone"
 }
 
 /** @returns {AthenaConfig|null} */
@@ -1229,20 +994,18 @@ function readConfig() {
 }
 
 async function boot() {
-  config = readConfig(); // at once, so widget constructors can callRemote
+  config = readConfig(); // before any await: widget constructors may callRemote
   if (!config) return; // imported on a page without a LivePage: stay inert
   setStatus("connecting");
   window.addEventListener("pagehide", onPageHide);
   window.addEventListener("pageshow", onPageShow);
   window.addEventListener("online", () => {
-    callsRetry.fireNow();
-    controlRetry.fireNow();
-    streamRetry.fireNow();
+    for (const timer of [callsRetry, controlRetry, streamRetry]) timer.fireNow();
   });
   window.addEventListener("unhandledrejection", (event) => {
     const error = event.reason;
     if (error instanceof RemoteError || error instanceof TimeoutError || error instanceof ConnectionLost) {
-      // The browser logs it already; a listener that cancels athena:error silences that too.
+      // The browser logs it already; cancelling athena:error silences that too.
       if (!dispatch("athena:error", { error }, true)) event.preventDefault();
     }
   });
@@ -1251,8 +1014,7 @@ async function boot() {
   }
   const nodes = [.../** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll(WIDGET_SELECTOR))];
   await loadModules(nodes);
-  const built = constructWidgets(nodes, null, false);
-  dispatch("athena:ready", { widgets: built });
+  dispatch("athena:ready", { widgets: constructWidgets(nodes, null, false) });
   openStream();
 }
 
@@ -1264,8 +1026,7 @@ async function boot() {
  */
 export const Athena = Object.freeze({
   /**
-   * Registers a page-level function the server calls with
-   * `page.call_remote(name, *args)` (messages with `widget: null`).
+   * Registers a page-level function for the server's `page.call_remote(name, *args)`.
    * @param {string} name
    * @param {Function} fn may return a Promise; its value answers the server
    */
@@ -1276,37 +1037,24 @@ export const Athena = Object.freeze({
   },
 
   /**
-   * A read-only snapshot of the runtime, for tests and debugging.
-   * @returns {{id: string|null, status: string, lastEventId: number, nextSeq: number,
+   * A frozen snapshot of the runtime, for tests and debugging.
+   * @returns {{id: string|null, status: Status, lastEventId: number, nextSeq: number,
    *   queued: number, widgets: Map<number, Widget>}}
    */
   get page() {
     return Object.freeze({
-      id: config?.page ?? null,
-      status,
-      lastEventId,
-      nextSeq,
-      queued: callQueue.length,
-      widgets: new Map(widgetsById),
+      id: config?.page ?? null, status, lastEventId, nextSeq, queued: callQueue.length, widgets: new Map(widgetsById),
     });
   },
 
   /**
-   * Connection state, as in `<html data-athena-status>`:
-   * "idle" (no page) | "connecting" | "connected" | "disconnected" | "gone".
-   * @returns {string}
+   * Connection state as in `<html data-athena-status>`, or "idle" with no page.
+   * @returns {Status}
    */
-  get connection() {
-    return status;
-  },
+  get connection() { return status; },
 
-  /**
-   * Every live widget of the page, in construction order.
-   * @returns {Widget[]}
-   */
-  widgets() {
-    return [...widgetsById.values()];
-  },
+  /** Every live widget of the page, in construction order. @returns {Widget[]} */
+  widgets() { return [...widgetsById.values()]; },
 });
 
 if (typeof document !== "undefined") boot().catch(reportError);
