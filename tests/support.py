@@ -28,7 +28,9 @@ def free_port() -> int:
         return port
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+) -> None:
     """Poll ``predicate`` until it is truthy; AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
