@@ -21,7 +21,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.2",
-            "gunicorn>=22",
+            "gunicorn>=27",  # --no-control-socket
             "requests>=2.31",
             "hypothesis>=6.100",
             "playwright>=1.44",

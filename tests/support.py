@@ -80,6 +80,8 @@ class LiveServer:
             "--worker-connections", "4000",
             "-b", f"127.0.0.1:{self.port}",
             "--graceful-timeout", "2",
+            # gunicorn >= 23 shares one control socket path between instances.
+            "--no-control-socket",
             "--log-level", "warning",
             *self.extra_args,
             self.app_spec,
