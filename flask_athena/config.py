@@ -49,8 +49,15 @@ class AthenaConfig:
     def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:
         def number(key: str, kind: type, minimum: float) -> Any:
             value = config[f"ATHENA_{key}"]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigurationError(f"ATHENA_{key} must be a number, got {value!r}")
+            # NaN passes every comparison below and infinity breaks int() and
+            # gevent timers: refuse both here, naming the key.
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value != value
+                or value in (float("inf"), float("-inf"))
+            ):
+                raise ConfigurationError(f"ATHENA_{key} must be a finite number, got {value!r}")
             if kind is int and value != int(value):
                 raise ConfigurationError(f"ATHENA_{key} must be a whole number, got {value!r}")
             if value < minimum:
@@ -70,7 +77,9 @@ class AthenaConfig:
         origins = config["ATHENA_ALLOWED_ORIGINS"]
         if isinstance(origins, str):
             origins = [o for o in origins.replace(",", " ").split() if o]
-        if not all(isinstance(o, str) and "://" in o for o in origins):
+        if not isinstance(origins, (list, tuple, set, frozenset)) or not all(
+            isinstance(o, str) and "://" in o for o in origins
+        ):
             raise ConfigurationError(
                 "ATHENA_ALLOWED_ORIGINS must be a list of origins like 'https://example.com'"
             )

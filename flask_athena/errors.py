@@ -168,3 +168,16 @@ class ConfigurationError(ValueError, AthenaError):
     """A bad ``ATHENA_*`` configuration value; raised by ``init_app``."""
 
     code = "configuration-error"
+
+
+class BrokerUnavailable(AthenaError):
+    """Redis (``ATHENA_BROKER_URL``) cannot be reached; retry later.
+
+    Answered as ``503``, which the browser runtime retries with backoff (a
+    retried batch keeps its seqs, so nothing runs twice). The workers
+    reconnect on their own.
+    """
+
+    status_code = 503
+    code = "broker-unavailable"
+    default_message = "The message broker is unavailable; retry later."

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 from flask import Flask, current_app, has_app_context, has_request_context, session
 
 from .config import DEFAULTS, AthenaConfig
+from .forwarding import run_forwarded
 from .page import LivePage
 from .protocol import dumps
 from .state import SESSION_KEY, AthenaState
@@ -45,12 +47,10 @@ class Athena:
         for key, default in DEFAULTS.items():
             app.config.setdefault(f"ATHENA_{key}", default)
         config = AthenaConfig.from_mapping(app.config)
-        if config.broker_url is not None:
-            raise NotImplementedError(
-                "ATHENA_BROKER_URL (Redis scale-out) is not available in this release; "
-                "leave it unset to use the embedded broker with one gevent worker"
-            )
-        app.extensions["athena"] = AthenaState(app, config, self)
+        state = app.extensions["athena"] = AthenaState(app, config, self)
+        if state.cluster is not None:
+            # Requests other workers forward to this one run through the app.
+            state.cluster.handler = partial(run_forwarded, app)
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
 
     def state(self, app: Flask | None = None) -> AthenaState:
@@ -98,6 +98,12 @@ class Athena:
         The arguments are serialized once for all receivers (so they cannot
         contain ``LiveElement`` values). Fire-and-forget; returns the number
         of elements reached. Safe from any greenlet of the worker.
+
+        With the Redis broker it reaches every worker sharing the Redis, in
+        one order for all; it returns the number of workers that received
+        it, delivers asynchronously, and raises
+        :class:`~flask_athena.errors.BrokerUnavailable` when Redis is
+        unreachable.
         """
         return self.state().broker.broadcast(topic, method, dumps(list(args)))
 

@@ -12,6 +12,7 @@ from flask import Flask, has_request_context, request
 
 from . import signals
 from .broker.memory import MemoryBroker
+from .broker.redis import RedisBroker  # imports redis only when used
 from .config import AthenaConfig
 from .errors import TooManyPages
 from .page import LivePage
@@ -33,7 +34,17 @@ class AthenaState:
         self.app = app
         self.config = config
         self.athena = athena
-        self.broker: Broker = MemoryBroker()
+        #: The Redis broker when ``ATHENA_BROKER_URL`` is set (scale-out), else None.
+        self.cluster: RedisBroker | None = None
+        self.broker: Broker
+        if config.broker_url is not None:
+            self.cluster = RedisBroker(
+                config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
+            )
+            self.cluster.on_lost = self.page_lost
+            self.broker = self.cluster
+        else:
+            self.broker = MemoryBroker()
         #: page id -> page, for every open page this worker owns.
         self.pages: dict[str, LivePage] = {}
         #: session key -> its pages, oldest first.
@@ -58,6 +69,9 @@ class AthenaState:
                 raise TooManyPages()
             idle.close("evicted")
         page = LivePage(self, session_key)
+        if self.cluster is not None:
+            # Other workers must find the owner before the browser asks them.
+            self.cluster.register_page(page.outbox)  # type: ignore[arg-type]
         self.pages[page.id] = page
         self.session_pages.setdefault(session_key, {})[page.id] = page
         self._ensure_reaper()
@@ -72,6 +86,17 @@ class AthenaState:
             pages.pop(page.id, None)
             if not pages:
                 del self.session_pages[page.session_key]
+
+    def page_lost(self, page_id: str, what: str) -> None:
+        """Redis broker: a page's keys vanished (``"lost"``: close it) or the
+        worker serving its stream died (``"reader"``: the stream is detached)."""
+        page = self.pages.get(page_id)
+        if page is None:
+            return
+        if what == "reader":
+            page.detach_stream(page.stream_generation)
+        else:
+            page.close("lost")
 
     @staticmethod
     def new_session_key() -> str:

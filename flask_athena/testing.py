@@ -245,4 +245,6 @@ def collect_signal(signal: Any, app: Flask) -> tuple[list[dict[str, Any]], Calla
         records.append(extra)
 
     signal.connect(receiver, sender=app, weak=False)
-    return records, lambda: signal.disconnect(receiver, sender=app)
+    # Disconnect from every sender: blinker's disconnect(receiver, sender=app)
+    # only drops the association and keeps the (strong) receiver forever.
+    return records, lambda: signal.disconnect(receiver)

@@ -13,17 +13,21 @@ import logging
 from collections.abc import Generator, Iterable, Iterator
 
 from flask import Blueprint, Response, current_app, request, send_file, session
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from .broker.redis_outbox import RedisOutbox
 from .errors import (
     AthenaError,
     BadRequest,
     BodyTooLarge,
+    BrokerUnavailable,
     Forbidden,
     PageNotFound,
+    TooManyPages,
     TooManyStreams,
     UnsupportedMediaType,
 )
+from .forwarding import forward_post, is_forwarded, remote_events
 from .page import LivePage
 from .protocol import (
     HEARTBEAT_EVENT,
@@ -59,14 +63,32 @@ def _athena_error(error: AthenaError) -> Response:
     return error_response(error)
 
 
+@blueprint.app_errorhandler(TooManyPages)
+def _too_many_pages(error: TooManyPages) -> Response:
+    # athena.page() raises this inside the app's own view, out of reach of
+    # the blueprint's handlers: answer 429 JSON rather than a 500.
+    return error_response(error)
+
+
+@blueprint.app_errorhandler(BrokerUnavailable)
+def _broker_unavailable(error: BrokerUnavailable) -> Response:
+    # athena.page() needs Redis (with ATHENA_BROKER_URL) inside the app's own
+    # view: answer 503 JSON (retry later) rather than a 500.
+    return error_response(error)
+
+
 @blueprint.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> Response:
     code = (error.name or "error").lower().replace(" ", "-")
-    return Response(
+    response = Response(
         dumps({"error": {"code": code, "message": error.description or error.name}}),
         error.code or 400,
         mimetype="application/json",
     )
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value  # e.g. Allow on a 405
+    return response
 
 
 @blueprint.errorhandler(Exception)
@@ -94,6 +116,20 @@ def _check_origin(state: AthenaState) -> None:
     if request.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):
         return
     raise Forbidden("An Origin or Sec-Fetch-Site header is required.")
+
+
+def _check_stream_origin(state: AthenaState) -> None:
+    """Refuse event streams opened by another origin's page.
+
+    Browsers send a same-site page's cookies with its cross-origin
+    ``EventSource``; without this check it would attach (replacing the
+    page's own stream) and its ``?last=`` would trim the page's outbox.
+    Clients that send neither header (not a browser page) pass.
+    """
+    if request.headers.get("Origin") is not None:
+        _check_origin(state)
+    elif request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+        raise Forbidden("Cross-origin request refused.")
 
 
 def _check_session(page: LivePage) -> None:
@@ -132,6 +168,8 @@ def _page(state: AthenaState, page_id: str) -> LivePage:
 @blueprint.post("/<page_id>/calls")
 def calls(page_id: str) -> Response:
     state = _state()
+    if state.cluster is not None and page_id not in state.pages and not is_forwarded():
+        return forward_post(state, state.cluster, page_id, closing=False)
     _check_origin(state)
     body = _read_json_body(state)
     page = _page(state, page_id)
@@ -145,6 +183,8 @@ def calls(page_id: str) -> Response:
 @blueprint.post("/<page_id>/close")
 def close(page_id: str) -> Response:
     state = _state()
+    if state.cluster is not None and page_id not in state.pages and not is_forwarded():
+        return forward_post(state, state.cluster, page_id, closing=True)
     _check_origin(state)
     body = loads(_read_json_body(state))
     page = state.pages.get(page_id)
@@ -158,7 +198,8 @@ def close(page_id: str) -> Response:
 
 def _last_event_id() -> int:
     raw = request.headers.get("Last-Event-ID") or request.args.get("last") or "0"
-    if not raw.isdigit() or len(raw) > 18:
+    # isdigit() alone admits "²" and other Unicode digits int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise BadRequest("Last-Event-ID must be a non-negative integer.")
     return int(raw)
 
@@ -166,7 +207,11 @@ def _last_event_id() -> int:
 @blueprint.get("/<page_id>/events")
 def events(page_id: str) -> Response:
     state = _state()
+    _check_stream_origin(state)
     last = _last_event_id()
+    if state.cluster is not None and page_id not in state.pages:
+        # Another worker owns the page: stream it from Redis.
+        return remote_events(state, state.cluster, page_id, last, RETRY_MS)
     page = state.pages.get(page_id)
     if page is None or page.closed:
         # Not an error status: EventSource hides those. The browser must
@@ -184,6 +229,8 @@ def events(page_id: str) -> Response:
     # Attach here, in the request context, so connected() hooks can use
     # session, g and url_for like any view.
     generation = page.attach_stream()
+    if isinstance(page.outbox, RedisOutbox):
+        page.outbox.reader = None  # this worker serves the stream now
     return _event_stream(EventStream(state, page, generation, last, frames))
 
 
@@ -226,16 +273,26 @@ class EventStream:
         heartbeat = self._state.config.heartbeat
         outbox = page.outbox
         while True:
-            woke = outbox.wait(cursor, heartbeat)
+            # Checked before and after waiting: a newer stream's wake-up may
+            # have come while this one was busy writing.
             if page.stream_generation != generation:
                 return  # replaced by a newer stream of the same page
+            woke = outbox.wait(cursor, heartbeat)
+            if page.stream_generation != generation:
+                return
             if page.closed:
                 yield gone_event(page.close_reason or "closed")
                 return
             if not woke:
                 yield HEARTBEAT_EVENT
                 continue
-            fresh = outbox.read(cursor)
+            try:
+                fresh = outbox.read(cursor)
+            except BrokerUnavailable as exc:
+                # Redis broker only: end the stream; the browser reconnects
+                # with backoff and replays from Last-Event-ID.
+                logger.warning("flask_athena: stream ended: %s", exc.message)
+                return
             if fresh is None:
                 # The outbox dropped messages this stream never sent (slow
                 # consumer): say so rather than leave a gap.
@@ -257,6 +314,67 @@ class EventStream:
         else:
             counts.pop(key, None)
         self._page.detach_stream(self._generation)
+
+
+# -- internal endpoints of the Redis broker ------------------------------------
+# Reached only by requests another worker forwarded (environ flag, see
+# forwarding.py); anybody else gets the same 404 as for an unknown page.
+
+
+def _forwarded_page(state: AthenaState, page_id: str) -> tuple[LivePage, RedisOutbox]:
+    page = _page(state, page_id)
+    if not is_forwarded() or not isinstance(page.outbox, RedisOutbox):
+        raise PageNotFound()
+    return page, page.outbox
+
+
+@blueprint.post("/<page_id>/_attach")
+def attach_remote(page_id: str) -> Response:
+    """A worker that does not own the page serves its stream: attach it here."""
+    state = _state()
+    page, outbox = _forwarded_page(state, page_id)
+    _check_session(page)
+    body = loads(_read_json_body(state))
+    reader = body.get("reader") if isinstance(body, dict) else None
+    if not isinstance(reader, str):
+        raise BadRequest()
+    generation = page.attach_stream()
+    outbox.reader = reader
+    return Response(dumps({"gen": generation}), mimetype="application/json")
+
+
+@blueprint.post("/<page_id>/_detach")
+def detach_remote(page_id: str) -> Response:
+    """The stream another worker served for this page ended."""
+    state = _state()
+    if not is_forwarded():
+        raise PageNotFound()
+    page = state.pages.get(page_id)
+    body = loads(_read_json_body(state))
+    generation = body.get("gen") if isinstance(body, dict) else None
+    if page is not None and isinstance(generation, int) and isinstance(page.outbox, RedisOutbox):
+        if generation == page.stream_generation:
+            page.outbox.reader = None
+        page.detach_stream(generation)
+    return Response(status=204)
+
+
+def _wrong_method(page_id: str, allowed: str) -> Response:
+    raise MethodNotAllowed(valid_methods=[allowed])
+
+
+# A wrong method is a routing error, and routing errors never reach a
+# blueprint's error handlers (Flask would answer with its HTML page): give
+# the other methods rules of their own so the 405 is JSON like every answer.
+for _endpoint, _allowed in (("calls", "POST"), ("close", "POST"), ("events", "GET")):
+    blueprint.add_url_rule(
+        f"/<page_id>/{_endpoint}",
+        f"{_endpoint}_wrong_method",
+        _wrong_method,
+        methods=[m for m in ("GET", "POST", "PUT", "PATCH", "DELETE") if m != _allowed],
+        defaults={"allowed": _allowed},
+        provide_automatic_options=False,
+    )
 
 
 @blueprint.get("/modules/<name>.js")

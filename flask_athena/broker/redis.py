@@ -1,0 +1,546 @@
+"""The Redis broker: any number of workers and hosts sharing one Redis.
+
+Chosen by ``ATHENA_BROKER_URL = "redis://..."``; ``docs/scale-out.rst`` is the
+design. In short, with every key under ``athena:``:
+
+- ``athena:page:<page>`` (hash ``owner``, ``gen``): which worker owns the page;
+  ``athena:out:<page>`` (stream): the page's outbox, entry id ``<seq>-0``,
+  trimmed to ``ATHENA_OUTBOX_SIZE`` and on ack. The owner refreshes both TTLs
+  while the page lives and deletes both when it closes.
+- ``athena:worker:<wid>``: the worker's liveness key (a short TTL, refreshed
+  every second). A page whose owner's key is gone is gone.
+- ``athena:inbox:<wid>`` (list): requests forwarded to the worker that owns
+  their page. Replies, stream wake-ups and broadcasts travel by pub/sub: each
+  worker holds ONE subscriber connection (``athena:bc`` for broadcasts and its
+  own ``athena:w:<wid>``), never one per open stream.
+
+Only the owner writes a page's stream, through one writer greenlet per worker
+that sends queued messages in order, in pipelined batches. ``redis`` is
+imported here only, so it stays an optional dependency.
+
+Every Redis failure seen by a caller is :class:`~flask_athena.errors.BrokerUnavailable`
+(503); the background greenlets reconnect with backoff, jitter and a cap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from time import monotonic
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.pool import Pool
+
+from ..errors import BrokerUnavailable, CallTimeout, PageNotFound
+from ..protocol import call_message, sse_message
+from .redis_outbox import (
+    BROADCAST_CHANNEL,
+    INBOX_TTL,
+    MAX_FORWARDED,
+    MAX_QUEUED,
+    PAGE_REFRESH,
+    PAGE_TTL,
+    WORKER_BEAT,
+    WORKER_TTL,
+    RedisOutbox,
+    RedisReader,
+    backoff,
+    entry_seq,
+    inbox_key,
+    out_key,
+    page_key,
+    wake_channel,
+    worker_key,
+)
+
+logger = logging.getLogger("flask_athena")
+#: Runs a forwarded request on the owner: request dict -> reply dict.
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class RedisBroker:
+    """Outboxes in Redis streams, broadcasts over pub/sub, requests forwarded to owners.
+
+    One per app per worker process. Nothing connects before first use, and
+    the worker id is made per process, so the object survives gunicorn's fork.
+    """
+
+    def __init__(self, url: str, call_timeout: float, namespace: str = "") -> None:
+        if importlib.util.find_spec("redis") is None:  # pragma: no cover - the install
+            raise RuntimeError(
+                "ATHENA_BROKER_URL needs the redis package: pip install 'flask_athena[redis]'"
+            )
+        # Imported in the worker on first use, after gevent patched the
+        # standard library (gunicorn --preload imports the app before that).
+        self._redis_mod: Any = None
+        self.url = url
+        #: Pub/sub channels ignore Redis database numbers: broadcasts of
+        #: different apps (or databases) must not meet on one channel.
+        self._namespace = namespace
+        self._broadcast_channel = BROADCAST_CHANNEL
+        self.call_timeout = call_timeout
+        #: Runs forwarded requests; set by the app state.
+        self.handler: Handler | None = None
+        #: Called with ``(page_id, what)`` when an owned page lost its keys
+        #: (``"lost"``) or its remote stream's worker died (``"reader"``).
+        self.on_lost: Callable[[str, str], None] | None = None
+        self._topics: dict[str, dict[Any, None]] = {}
+        self._outboxes: dict[str, RedisOutbox] = {}
+        self._readers: dict[str, set[Event]] = {}
+        self._replies: dict[str, AsyncResult] = {}
+        self._alive: dict[str, tuple[float, bool]] = {}
+        self._queue: deque[tuple[str, RedisOutbox, int, str]] = deque()
+        self._queued = Event()
+        self._pid: int | None = None
+        self._wid = ""
+        self._client: Any = None
+        self._greenlets: list[gevent.Greenlet] = []
+        self._subscribed = Event()
+        self._pool = Pool(MAX_FORWARDED)
+
+    # -- process start -------------------------------------------------------
+
+    @property
+    def worker_id(self) -> str:
+        self._start()
+        return self._wid
+
+    def _start(self) -> Any:
+        """Connect and start this process's greenlets on first use; return the client."""
+        if self._pid == os.getpid():
+            return self._client
+        import redis
+
+        self._redis_mod = redis
+        self._pid = os.getpid()
+        self._wid = uuid.uuid4().hex
+        self._client = redis.Redis.from_url(
+            self.url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=10,
+            # One quick retry (a stale pooled connection); an outage fails
+            # fast with BrokerUnavailable instead of stalling the request.
+            retry=redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=0.2, base=0.05), 1),
+        )
+        db = self._client.connection_pool.connection_kwargs.get("db", 0)
+        self._broadcast_channel = f"{BROADCAST_CHANNEL}:{db}:{self._namespace}"
+        self._subscribed.clear()
+        # Nothing of another process (before a fork) is ours.
+        self._queue.clear()
+        self._outboxes.clear()
+        self._pool = Pool(MAX_FORWARDED)
+        self._greenlets = [
+            gevent.spawn(self._beat_forever),
+            gevent.spawn(self._listen_forever),
+            gevent.spawn(self._serve_inbox_forever),
+            gevent.spawn(self._write_forever),
+        ]
+        return self._client
+
+    def _ready(self) -> Any:
+        """The client, once this worker is alive and subscribed; else BrokerUnavailable."""
+        client = self._start()
+        if not self._subscribed.wait(3.0):
+            raise BrokerUnavailable("Redis is unreachable (ATHENA_BROKER_URL).")
+        return client
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except self._redis_mod.exceptions.RedisError as exc:
+            raise BrokerUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+
+    # -- the Broker protocol -------------------------------------------------
+
+    def create_outbox(self, page_id: str, size: int) -> RedisOutbox:
+        outbox = RedisOutbox(self, page_id, size)
+        return outbox
+
+    def register_page(self, outbox: RedisOutbox) -> None:
+        """Record a new page as owned by this worker (blocks for one round trip).
+
+        The stream is created here with a placeholder entry ``0-1`` so readers
+        can tell "nothing yet" from "no such page".
+        """
+        client = self._ready()
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(page_key(outbox.page_id), mapping={"owner": self._wid, "gen": 0})
+        pipe.expire(page_key(outbox.page_id), PAGE_TTL)
+        pipe.xadd(out_key(outbox.page_id), {"d": ""}, id="0-1")
+        pipe.expire(out_key(outbox.page_id), PAGE_TTL)
+        with self._errors():
+            pipe.execute()
+        self._outboxes[outbox.page_id] = outbox
+
+    def subscribe(self, topic: str, element: Any) -> None:
+        self._topics.setdefault(topic, {})[element] = None
+
+    def unsubscribe(self, topic: str, element: Any) -> None:
+        members = self._topics.get(topic)
+        if members is not None:
+            members.pop(element, None)
+            if not members:
+                del self._topics[topic]
+
+    def broadcast(self, topic: str, method: str, args_json: str) -> int:
+        """Publish once; every worker (this one included) delivers to its members.
+
+        Returns the number of workers that received it. Every worker gets
+        broadcasts in the one order Redis published them, so all pages see
+        them in the same order.
+        """
+        client = self._ready()
+        message = json.dumps({"t": topic, "m": method, "a": args_json})
+        with self._errors():
+            return int(client.publish(self._broadcast_channel, message))
+
+    def close(self) -> None:
+        """Stop this worker's greenlets; send what is queued (the deletes of
+        pages just closed) and drop the liveness key, best effort."""
+        for greenlet in self._greenlets:
+            greenlet.kill(block=False)
+        self._greenlets = []
+        self._topics.clear()
+        if self._client is not None and self._pid == os.getpid():
+            try:
+                with gevent.Timeout(5, False):  # silent: the TTLs clean up anyway
+                    while self._queue:
+                        self._flush(self._take_batch())
+                    self._client.delete(worker_key(self._wid))
+            except self._redis_mod.exceptions.RedisError:
+                logger.warning("flask_athena: Redis unreachable at shutdown; keys expire by TTL")
+        self._queue.clear()
+        self._pid = None
+
+    # -- reading streams -----------------------------------------------------
+
+    def read_stream(self, page_id: str, after: int, last: int | None) -> list[bytes] | None:
+        """Frames after ``after`` from the page's stream (``None``: cannot replay)."""
+        client = self._ready()
+        with self._errors():
+            entries = client.xrange(out_key(page_id), min=f"{after + 1}-0")
+            if not entries and last is None:
+                try:
+                    info = client.xinfo_stream(out_key(page_id))
+                except self._redis_mod.exceptions.ResponseError:
+                    return None  # no such stream: the page is gone
+                last = entry_seq(info["last-generated-id"])
+        if entries:
+            if entry_seq(entries[0][0]) != after + 1:
+                return None  # trimmed past what this reader has
+            return [sse_message(entry_seq(eid), fields["d"]) for eid, fields in entries]
+        if last is not None and after > last:
+            return None
+        return []
+
+    def poll_stream(self, page_id: str, after: int) -> tuple[int | None, list[bytes] | None]:
+        client = self._ready()
+        pipe = client.pipeline(transaction=False)
+        pipe.hget(page_key(page_id), "gen")
+        pipe.xrange(out_key(page_id), min=f"{after + 1}-0")
+        with self._errors():
+            gen, entries = pipe.execute()
+        if gen is None:
+            return None, None
+        if entries and entry_seq(entries[0][0]) != after + 1:
+            return int(gen), None
+        return int(gen), [sse_message(entry_seq(eid), fields["d"]) for eid, fields in entries]
+
+    def reader(self, page_id: str) -> RedisReader:
+        self._ready()
+        return RedisReader(self, page_id)
+
+    def trim(self, page_id: str, seq: int) -> None:
+        """Forget the page's messages up to ``seq`` (the browser has them)."""
+        client = self._ready()
+        with self._errors():
+            client.xtrim(out_key(page_id), minid=f"{seq + 1}-0", approximate=False)
+
+    # -- owners --------------------------------------------------------------
+
+    def locate(self, page_id: str) -> str | None:
+        """The live owner's worker id, or ``None``: the page is gone.
+
+        A page whose owner stopped beating is deleted here, so its keys never
+        outlive the first visit after the owner died.
+        """
+        client = self._ready()
+        with self._errors():
+            owner = client.hget(page_key(page_id), "owner")
+            if owner is None:
+                return None
+            if client.exists(worker_key(owner)):
+                return str(owner)
+            client.delete(page_key(page_id), out_key(page_id))
+        return None
+
+    def alive(self, wid: str) -> bool:
+        """Whether worker ``wid`` beats (cached for a second: streams ask often)."""
+        now = monotonic()
+        cached = self._alive.get(wid)
+        if cached is not None and now - cached[0] < WORKER_BEAT:
+            return cached[1]
+        client = self._ready()
+        with self._errors():
+            alive = bool(client.exists(worker_key(wid)))
+        if len(self._alive) > 10_000:
+            self._alive.clear()
+        self._alive[wid] = (now, alive)
+        return alive
+
+    def forward(self, owner: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Run ``request`` on worker ``owner``; block this greenlet for its reply.
+
+        Raises :class:`CallTimeout` (504, the browser retries with the same
+        seqs, so nothing runs twice) or :class:`BrokerUnavailable`.
+        """
+        client = self._ready()
+        rid = uuid.uuid4().hex
+        result: AsyncResult = AsyncResult()
+        self._replies[rid] = result
+        try:
+            payload = json.dumps({"id": rid, "from": self._wid, "req": request})
+            pipe = client.pipeline(transaction=False)
+            pipe.rpush(inbox_key(owner), payload)
+            pipe.expire(inbox_key(owner), INBOX_TTL)
+            with self._errors():
+                pipe.execute()
+            deadline = monotonic() + timeout
+            # Wait in slices: if the owner dies meanwhile, say so promptly
+            # instead of holding the browser until the timeout.
+            while True:
+                result.wait(min(WORKER_BEAT, max(deadline - monotonic(), 0)))
+                if result.ready():
+                    break
+                if monotonic() >= deadline:
+                    raise CallTimeout("The worker that owns this page did not answer in time.")
+                if not self.alive(owner):
+                    raise PageNotFound("The worker that owned this page is gone.")
+        finally:
+            self._replies.pop(rid, None)
+        reply: dict[str, Any] = result.get(block=False)
+        return reply
+
+    # -- background greenlets ------------------------------------------------
+
+    def _enqueue(self, item: tuple[str, RedisOutbox, int, str]) -> None:
+        # Only new messages are refused when Redis stalls: closes, trims and
+        # generation bumps always queue, so closing a page never fails.
+        if item[0] == "xadd" and len(self._queue) >= MAX_QUEUED:
+            raise BrokerUnavailable("Redis is not keeping up; message not sent.")
+        self._start()
+        self._queue.append(item)
+        self._queued.set()
+
+    def _write_forever(self) -> None:
+        """Send queued stream writes in order, pipelined; retry through outages."""
+        tries = 0
+        while True:
+            if not self._queue:
+                self._queued.clear()
+                self._queued.wait()
+            batch = self._take_batch()
+            while True:
+                try:
+                    self._flush(batch)
+                    tries = 0
+                    break
+                except self._redis_mod.exceptions.RedisError as exc:
+                    tries += 1
+                    logger.warning("flask_athena: Redis write failed (%s); retrying", exc)
+                    gevent.sleep(backoff(tries))
+                    # Replaying a batch is safe: an XADD of an id already
+                    # stored fails alone (raise_on_error=False) and trims
+                    # and deletes are idempotent.
+
+    def _take_batch(self) -> list[tuple[str, RedisOutbox, int, str]]:
+        return [self._queue.popleft() for _ in range(min(len(self._queue), 1000))]
+
+    def _flush(self, batch: list[tuple[str, RedisOutbox, int, str]]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        woken: dict[str, RedisOutbox] = {}
+        for op, outbox, seq, data in batch:
+            pid = outbox.page_id
+            if op == "xadd":
+                pipe.xadd(
+                    out_key(pid),
+                    {"d": data},
+                    id=f"{seq}-0",
+                    maxlen=outbox.size,
+                    approximate=False,
+                    nomkstream=True,  # never recreate a deleted (closed) page
+                )
+                woken[pid] = outbox
+            elif op == "ack":
+                pipe.xtrim(out_key(pid), minid=f"{seq + 1}-0", approximate=False)
+            elif op == "gen":
+                pipe.hincrby(page_key(pid), "gen", 1)
+                pipe.expire(page_key(pid), PAGE_TTL)  # never a key without a TTL
+                if data:
+                    pipe.publish(wake_channel(data), json.dumps({"k": "wake", "p": pid}))
+                woken[pid] = outbox
+            else:  # close
+                pipe.delete(page_key(pid), out_key(pid))
+                woken[pid] = outbox
+                if self._outboxes.get(pid) is outbox:
+                    del self._outboxes[pid]
+        for pid, outbox in woken.items():
+            if outbox.reader is not None:
+                pipe.publish(wake_channel(outbox.reader), json.dumps({"k": "wake", "p": pid}))
+        pipe.execute(raise_on_error=False)
+        for op, outbox, seq, _ in batch:
+            if op == "xadd":
+                outbox.flushed_seq = max(outbox.flushed_seq, seq)
+        for outbox in woken.values():
+            outbox._set_event()
+
+    def _beat_forever(self) -> None:
+        """Keep this worker's liveness key and its pages' TTLs fresh."""
+        tries = 0
+        last_pages = 0.0
+        while True:
+            try:
+                self._client.set(worker_key(self._wid), "1", ex=WORKER_TTL)
+                tries = 0
+                now = monotonic()
+                if now - last_pages >= PAGE_REFRESH:
+                    last_pages = now
+                    self._refresh_pages()
+                gevent.sleep(WORKER_BEAT)
+            except self._redis_mod.exceptions.RedisError as exc:
+                tries += 1
+                logger.warning("flask_athena: Redis heartbeat failed (%s)", exc)
+                gevent.sleep(backoff(tries))
+            except Exception:  # a hook raised in on_lost: keep beating
+                logger.exception("flask_athena: Redis heartbeat failed")
+                gevent.sleep(WORKER_BEAT)
+
+    def _refresh_pages(self) -> None:
+        outboxes = [o for o in self._outboxes.values() if not o.closed]
+        if not outboxes:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        readers = [o for o in outboxes if o.reader is not None]
+        for outbox in outboxes:
+            pipe.expire(page_key(outbox.page_id), PAGE_TTL)
+            pipe.expire(out_key(outbox.page_id), PAGE_TTL)
+        for outbox in readers:
+            pipe.exists(worker_key(outbox.reader or ""))
+        results = pipe.execute()
+        lost = [o for i, o in enumerate(outboxes) if not results[2 * i]]
+        dead = [o for i, o in enumerate(readers) if not results[2 * len(outboxes) + i]]
+        for outbox in dead:
+            outbox.reader = None
+            if self.on_lost is not None:
+                self.on_lost(outbox.page_id, "reader")
+        for outbox in lost:
+            # Our keys expired (Redis was unreachable longer than their TTL,
+            # and another worker declared us dead): the page cannot be
+            # reached any more, so close it rather than leak it.
+            if not outbox.closed and self.on_lost is not None:
+                self.on_lost(outbox.page_id, "lost")
+
+    def _listen_forever(self) -> None:
+        """The worker's one pub/sub connection: broadcasts, wake-ups, replies."""
+        tries = 0
+        channels = (self._broadcast_channel, wake_channel(self._wid))
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                pubsub.subscribe(*channels)
+                confirmed = 0
+                while confirmed < len(channels):
+                    message = pubsub.get_message(timeout=2.0)
+                    if message is None:
+                        raise self._redis_mod.exceptions.TimeoutError("no SUBSCRIBE reply")
+                    if message["type"] == "subscribe":
+                        confirmed += 1
+                # Our liveness key first, so no page is created by a worker
+                # other workers would already call dead.
+                self._client.set(worker_key(self._wid), "1", ex=WORKER_TTL)
+                self._subscribed.set()
+                tries = 0
+                # Wakes may have been missed while disconnected.
+                for events in list(self._readers.values()):
+                    for event in events:
+                        event.set()
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        self._dispatch(message["channel"], message["data"])
+            except self._redis_mod.exceptions.RedisError as exc:
+                self._subscribed.clear()
+                tries += 1
+                logger.warning("flask_athena: Redis subscriber lost (%s); reconnecting", exc)
+                gevent.sleep(backoff(tries))
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # closing a broken connection
+                    pass
+
+    def _dispatch(self, channel: str, data: str) -> None:
+        try:
+            message = json.loads(data)
+            if channel == self._broadcast_channel:
+                self._deliver(message["t"], message["m"], message["a"])
+            elif message.get("k") == "wake":
+                for event in self._readers.get(message["p"], ()):
+                    event.set()
+            elif message.get("k") == "reply":
+                result = self._replies.get(message["r"])
+                if result is not None and not result.ready():
+                    result.set(message["v"])
+        except Exception:  # one bad message must not end the subscriber
+            logger.exception("flask_athena: bad broker message")
+
+    def _deliver(self, topic: str, method: str, args_json: str) -> None:
+        members = self._topics.get(topic)
+        if not members:
+            return
+        for element in list(members):  # a page may close (and leave) meanwhile
+            page = element.page
+            if page is not None:
+                page.outbox.publish(call_message(None, element.id, method, args_json))
+
+    def _serve_inbox_forever(self) -> None:
+        """Take requests forwarded to this worker; run each in its own greenlet."""
+        tries = 0
+        self._subscribed.wait()
+        while True:
+            try:
+                item = self._client.blpop([inbox_key(self._wid)], timeout=1)
+                tries = 0
+            except self._redis_mod.exceptions.RedisError as exc:
+                tries += 1
+                logger.warning("flask_athena: Redis inbox failed (%s)", exc)
+                gevent.sleep(backoff(tries))
+                continue
+            if item is not None:
+                self._pool.spawn(self._serve, item[1])
+
+    def _serve(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            handler = self.handler
+            if handler is None:
+                reply: dict[str, Any] = {"status": 503, "headers": [], "body": ""}
+            else:
+                reply = handler(message["req"])
+            self._client.publish(
+                wake_channel(message["from"]),
+                json.dumps({"k": "reply", "r": message["id"], "v": reply}),
+            )
+        except Exception:  # boundary: one request must not end the inbox
+            logger.exception("flask_athena: forwarded request failed")

@@ -1,0 +1,105 @@
+"""The app the Redis scale-out tests run: ``tests.apps.redis_app:app``.
+
+Settings come from the environment (``ATHENA_*``, ``SECRET_KEY``), so several
+gunicorn processes can share one Redis and one session secret. Every answer
+says which worker process produced it: the page embeds ``os.getpid()`` (the
+owner), ``/whoami`` and the exposed ``whoami`` return it, so a test can prove
+that a request was served, or forwarded, across workers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gevent
+from flask import Flask, render_template_string
+
+from flask_athena import Athena, LiveElement, expose
+from flask_athena.config import DEFAULTS
+
+ROOM = "room"
+
+
+def _env_config() -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for key, default in DEFAULTS.items():
+        raw = os.environ.get(f"ATHENA_{key}")
+        if raw is None:
+            continue
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            config[f"ATHENA_{key}"] = raw
+        elif isinstance(default, int):
+            config[f"ATHENA_{key}"] = int(raw)
+        else:
+            config[f"ATHENA_{key}"] = float(raw)
+    return config
+
+
+app = Flask(__name__)
+app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", "flask-athena-redis-tests")
+app.config.update(_env_config())
+athena = Athena(app)
+
+PAGE = """<!doctype html>
+<html><head><title>redis</title>{{ page.head() }}</head>
+<body data-pid="{{ pid }}">{{ probe }}</body></html>"""
+
+
+class Probe(LiveElement):
+    """Joins the room when its stream attaches; counts its calls."""
+
+    js_class = "Probe.Probe"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def render(self) -> str:
+        return ""
+
+    def connected(self) -> None:
+        self.join(ROOM)
+
+    @expose
+    def whoami(self) -> int:
+        return os.getpid()
+
+    @expose
+    def bump(self) -> int:
+        """Exactly-once probe: the number of times this method ran on this page."""
+        self.calls += 1
+        return self.calls
+
+    @expose
+    def bump_slowly(self, seconds: float) -> int:
+        """``bump`` that takes ``seconds``: a retry arrives while it runs."""
+        gevent.sleep(min(seconds, 5.0))
+        return self.bump()
+
+    @expose
+    def shout(self, text: str) -> int:
+        return athena.broadcast(ROOM, "hear", os.getpid(), text)
+
+    @expose
+    def ping_back(self, text: str) -> int:
+        """A direct server → browser call of this page only."""
+        self.call_remote("pong", text)
+        return os.getpid()
+
+
+@app.get("/")
+def index() -> str:
+    page = athena.page()
+    probe = page.add(Probe())
+    return render_template_string(PAGE, page=page, probe=probe, pid=os.getpid())
+
+
+@app.get("/whoami")
+def whoami() -> str:
+    return str(os.getpid())
+
+
+@app.get("/healthz")
+def healthz() -> str:
+    return "ok"
