@@ -23,7 +23,7 @@ echo "== installing Python packages into .venv"
 .venv/bin/pip install -q -e ".[test,redis,dev,bench]"
 
 echo "== ruff, mypy --strict"
-.venv/bin/ruff check flask_athena tests bench example_app
+.venv/bin/ruff check .
 .venv/bin/mypy
 
 echo "== pytest"
