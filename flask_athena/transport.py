@@ -149,7 +149,13 @@ def _read_json_body(state: AthenaState) -> bytes:
     limit = state.config.max_body_size
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge()  # refused before reading a byte
-    body: bytes = request.stream.read(limit + 1)
+    try:
+        body: bytes = request.stream.read(limit + 1)
+    except OSError:
+        # The client went away mid-body (reset, proxy cut): nobody will read
+        # the answer, and it is not a server error worth a traceback.
+        logger.debug("flask_athena: connection lost while reading a request body")
+        raise BadRequest("The connection closed before the body was read.") from None
     if len(body) > limit:
         raise BodyTooLarge()
     return body

@@ -194,3 +194,34 @@ def test_close_checks_origin_and_token(page: TestPage) -> None:
     assert no_token.status_code == 403
     assert not page.live.closed
     assert page.close() == 204
+
+
+class _ResetMidBody(io.RawIOBase):
+    """A request body whose connection is reset after the first bytes."""
+
+    def __init__(self) -> None:
+        self._sent = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._sent:
+            raise ConnectionResetError("connection reset by peer")
+        self._sent = True
+        buffer[:1] = b"{"
+        return 1
+
+
+def test_regression_reset_while_reading_the_body_was_a_500_with_a_traceback(
+    page: TestPage, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = post(
+        page,
+        {"Content-Length": "100"},
+        data=None,
+        environ_overrides={"wsgi.input": io.BufferedReader(_ResetMidBody())},
+    )
+    assert (response.status_code, error_code(response)) == (400, "bad-request")
+    assert element(page).invocations == []
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
