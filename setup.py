@@ -1,10 +1,12 @@
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="flask_athena",
     version="0.1.0.dev0",
-    description="Nevow Athena's live elements for Flask: Python and JS objects calling each other over SSE and JSON POSTs",
-    long_description=open("README.rst", encoding="utf-8").read(),
+    description="Nevow Athena's live elements for Flask, over SSE and JSON POSTs",
+    long_description=Path(__file__).with_name("README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
     license="MIT",
     packages=find_packages(include=["flask_athena", "flask_athena.*"]),
@@ -27,7 +29,12 @@ setup(
             "playwright>=1.44",
         ],
         "dev": ["mypy>=1.10", "ruff>=0.5"],
-        "bench": ["flask-socketio>=5.3", "gevent-websocket>=0.10", "matplotlib>=3.8", "aiohttp>=3.9"],
+        "bench": [
+            "flask-socketio>=5.3",
+            "gevent-websocket>=0.10",
+            "matplotlib>=3.8",
+            "aiohttp>=3.9",
+        ],
     },
     classifiers=[
         "Framework :: Flask",
