@@ -440,10 +440,12 @@ def test_random_posts_to_the_calls_endpoint_never_fail_the_server(storm: Storm) 
     run(storm, requests(st.just("POST"), st.just("calls")), examples=1300)
     assert storm.sent >= 6000, storm.sent
     # The storm got past the front door into ordering and dispatch, too.
+    # (Only outcomes every run produces by the dozen: Hypothesis's draws move
+    # whenever the code does. remote-error, rarer here, has its own tests in
+    # test_transport_user_exceptions.py.)
     assert {200, 400, 403, 404, 409, 413, 415} <= set(storm.statuses), storm.statuses
     assert {
         "ok",
-        "remote-error",
         "bad-arguments",
         "method-not-found",
         "widget-not-found",
