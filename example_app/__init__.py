@@ -10,6 +10,8 @@ from typing import Any
 
 from flask import Flask, render_template
 
+from flask_athena.config import config_from_env
+
 from .chat import ChatRoom, ChatterBox
 from .extension import athena
 from .live import Clock, ProgressJob
@@ -20,9 +22,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the example app; ``ATHENA_*`` settings may also come from the environment."""
     app = Flask(__name__)
     app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or os.urandom(24).hex()
-    for key, value in os.environ.items():
-        if key.startswith("ATHENA_"):
-            app.config[key] = float(value) if value.replace(".", "", 1).isdigit() else value
+    app.config.update(config_from_env())
     app.config.update(config or {})
     athena.init_app(app)
     room = ChatRoom()

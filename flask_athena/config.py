@@ -7,6 +7,7 @@ raises :class:`~flask_athena.errors.ConfigurationError` naming the key.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,3 +99,27 @@ class AthenaConfig:
             max_pending_calls=number("MAX_PENDING_CALLS", int, 1),
             allowed_origins=frozenset(o.rstrip("/") for o in origins),
         )
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``ATHENA_*`` settings found in ``environ`` (default ``os.environ``), typed
+    like their defaults, for ``app.config.update(config_from_env())``.
+
+    A value that does not parse as the default's type raises
+    :class:`~flask_athena.errors.ConfigurationError` naming the key.
+    """
+    if environ is None:
+        environ = os.environ
+    config: dict[str, Any] = {}
+    for key, default in DEFAULTS.items():
+        raw = environ.get(f"ATHENA_{key}")
+        if raw is None:
+            continue
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            config[f"ATHENA_{key}"] = raw
+            continue
+        try:
+            config[f"ATHENA_{key}"] = int(raw) if isinstance(default, int) else float(raw)
+        except ValueError:
+            raise ConfigurationError(f"ATHENA_{key} must be a number, got {raw!r}") from None
+    return config

@@ -16,31 +16,14 @@ Nothing is module-level mutable state: every app gets its own :class:`Stats`.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gevent
 from flask import Flask, abort, jsonify, render_template, request
 
 from flask_athena import Athena, LiveElement, LivePage, expose
-from flask_athena.config import DEFAULTS
+from flask_athena.config import config_from_env
 from flask_athena.errors import RemoteError
-
-
-def _env_config() -> dict[str, Any]:
-    """``ATHENA_*`` from the environment, typed like the defaults."""
-    config: dict[str, Any] = {}
-    for key, default in DEFAULTS.items():
-        raw = os.environ.get(f"ATHENA_{key}")
-        if raw is None:
-            continue
-        if isinstance(default, bool) or not isinstance(default, (int, float)):
-            config[f"ATHENA_{key}"] = raw
-        elif isinstance(default, int):
-            config[f"ATHENA_{key}"] = int(raw)
-        else:
-            config[f"ATHENA_{key}"] = float(raw)
-    return config
 
 
 class Stats:
@@ -261,7 +244,7 @@ def _tree(element: LiveElement) -> dict[str, Any]:
 def create_app() -> Flask:
     app = Flask(__name__)
     app.config["SECRET_KEY"] = "flask-athena-browser-tests"
-    app.config.update(_env_config())
+    app.config.update(config_from_env())
     athena = Athena(app)
     stats = Stats()
 

@@ -10,35 +10,19 @@ that a request was served, or forwarded, across workers.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import gevent
 from flask import Flask, render_template_string
 
 from flask_athena import Athena, LiveElement, expose
-from flask_athena.config import DEFAULTS
+from flask_athena.config import config_from_env
 
 ROOM = "room"
 
 
-def _env_config() -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    for key, default in DEFAULTS.items():
-        raw = os.environ.get(f"ATHENA_{key}")
-        if raw is None:
-            continue
-        if isinstance(default, bool) or not isinstance(default, (int, float)):
-            config[f"ATHENA_{key}"] = raw
-        elif isinstance(default, int):
-            config[f"ATHENA_{key}"] = int(raw)
-        else:
-            config[f"ATHENA_{key}"] = float(raw)
-    return config
-
-
 app = Flask(__name__)
 app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", "flask-athena-redis-tests")
-app.config.update(_env_config())
+app.config.update(config_from_env())
 athena = Athena(app)
 
 PAGE = """<!doctype html>

@@ -12,7 +12,6 @@ Nothing here is shared between pages: each probe keeps its own record.
 
 from __future__ import annotations
 
-import os
 from time import monotonic
 from typing import Any
 
@@ -20,24 +19,7 @@ import gevent
 from flask import Flask, jsonify, render_template_string
 
 from flask_athena import Athena, LiveElement, expose
-from flask_athena.config import DEFAULTS
-
-
-def _env_config() -> dict[str, Any]:
-    """``ATHENA_*`` from the environment, typed like the defaults."""
-    config: dict[str, Any] = {}
-    for key, default in DEFAULTS.items():
-        raw = os.environ.get(f"ATHENA_{key}")
-        if raw is None:
-            continue
-        if isinstance(default, bool) or not isinstance(default, (int, float)):
-            config[f"ATHENA_{key}"] = raw
-        elif isinstance(default, int):
-            config[f"ATHENA_{key}"] = int(raw)
-        else:
-            config[f"ATHENA_{key}"] = float(raw)
-    return config
-
+from flask_athena.config import config_from_env
 
 #: Longest push() waits for the browser's acks before giving up (seconds).
 PUSH_STALL_LIMIT = 60.0
@@ -201,7 +183,7 @@ def create_app() -> Flask:
     # Fixed, so a restarted server still reads the old session cookie: the
     # test of a restart must see "unknown page", not "foreign session".
     app.config["SECRET_KEY"] = "flask-athena-integration-tests"
-    app.config.update(_env_config())
+    app.config.update(config_from_env())
     athena = Athena(app)
 
     @app.get("/healthz")

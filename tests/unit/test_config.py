@@ -126,3 +126,28 @@ def test_regression_non_list_allowed_origins_raised_type_error(value: Any) -> No
     app.config["ATHENA_ALLOWED_ORIGINS"] = value
     with pytest.raises(ConfigurationError, match="ATHENA_ALLOWED_ORIGINS"):
         Athena(app)
+
+
+def test_config_from_env_types_values_like_their_defaults() -> None:
+    from flask_athena.config import config_from_env
+
+    environ = {
+        "ATHENA_HEARTBEAT": "0.5",
+        "ATHENA_OUTBOX_SIZE": "20000",
+        "ATHENA_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "ATHENA_UNKNOWN": "ignored",
+        "HOME": "/root",
+    }
+    assert config_from_env(environ) == {
+        "ATHENA_HEARTBEAT": 0.5,
+        "ATHENA_OUTBOX_SIZE": 20000,
+        "ATHENA_BROKER_URL": "redis://127.0.0.1:6379/0",
+    }
+
+
+def test_config_from_env_names_the_key_of_a_value_that_is_not_a_number() -> None:
+    from flask_athena.config import config_from_env
+    from flask_athena.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="ATHENA_OUTBOX_SIZE"):
+        config_from_env({"ATHENA_OUTBOX_SIZE": "lots"})
