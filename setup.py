@@ -34,6 +34,7 @@ setup(
             "gevent-websocket>=0.10",
             "matplotlib>=3.8",
             "aiohttp>=3.9",
+            "uvloop>=0.19",  # keeps the load client off the critical path
         ],
     },
     classifiers=[

@@ -56,7 +56,11 @@ class MemoryOutbox:
     def read(self, after: int) -> list[bytes] | None:
         if self.closed or after > self.last_seq or after + 1 < self._first_seq:
             return None
-        return list(islice(self._frames, after + 1 - self._first_seq, None))
+        # The frames wanted are the newest: walk from the right end, so that a
+        # stream keeping up costs O(new frames), not O(frames still unacked).
+        frames = list(islice(reversed(self._frames), self.last_seq - after))
+        frames.reverse()
+        return frames
 
     def wait(self, after: int, timeout: float) -> bool:
         if self.closed or self.last_seq > after:

@@ -1,0 +1,5 @@
+"""``python -m bench [--quick]``: see bench/README.md."""
+
+from .run import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""flask_athena with the embedded (in-memory) broker, one gevent worker.
+
+Each page is what a browser would get: ``GET /`` renders a page with one
+``Box`` widget (its own session), the client reads the ``athena-config``
+meta tag and speaks ``docs/protocol.rst``: the event stream, and POSTs with
+the page token, session cookie and same-origin ``Origin``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, render_template_string
+
+from flask_athena import Athena, LiveElement, expose
+
+from .control import SAYER, TEXT, install
+
+app = Flask(__name__)
+app.config["SECRET_KEY"] = "bench"
+if os.environ.get("ATHENA_BROKER_URL"):  # the Redis targets (bench/targets.py)
+    app.config["ATHENA_BROKER_URL"] = os.environ["ATHENA_BROKER_URL"]
+athena = Athena(app)
+
+PAGE = """<!doctype html>
+<html><head>{{ page.head() }}</head>
+<body>{{ box }}</body></html>"""
+
+
+class Box(LiveElement):
+    js_class = "Bench.Box"
+
+    def connected(self) -> None:
+        self.join("lobby")
+
+    def render(self) -> str:
+        return "<ul></ul>"
+
+    @expose
+    def echo(self, value: Any) -> Any:
+        return value
+
+
+@app.get("/")
+def index() -> str:
+    page = athena.page()
+    box = page.add(Box())
+    return render_template_string(PAGE, page=page, box=box)
+
+
+class AthenaAdapter:
+    def connected(self) -> list[Any]:
+        state = athena.state(app)
+        return [p.elements[1] for p in list(state.pages.values()) if p.stream_attached]
+
+    def broadcast(self, k: int) -> int:
+        return athena.broadcast("lobby", "hear", k, SAYER, TEXT)
+
+    def push_to(self, client_id: str, start: int, count: int) -> int:
+        box = athena.state(app).pages[client_id].elements[1]
+        box.join("replay")
+        try:
+            for k in range(start, start + count):
+                athena.broadcast("replay", "hear", k, SAYER, TEXT)
+        finally:
+            box.leave("replay")
+        return count
+
+    def call(self, handle: Any, k: int, timeout: float) -> Any:
+        return handle.call_remote("ping", k).get(timeout=timeout)
+
+    def context(self) -> Any:
+        return app.app_context()
+
+
+install(app, AthenaAdapter())
