@@ -166,6 +166,9 @@ class LivePage:
             "close": f"{base}/{self.id}/close",
             "heartbeatMs": int(self.state.config.heartbeat * 1000),
             "callTimeoutMs": int(self.state.config.call_timeout * 1000),
+            # Ack often enough that the outbox never trims what a browser
+            # that reconnects would still need.
+            "ackEvery": max(1, min(256, self.state.config.outbox_size // 4)),
             "debug": bool(self.state.app.debug),
         }
         imports = {"athena": runtime}

@@ -36,8 +36,13 @@ const CALLS_POST_SLACK_MS = 15000;                    // a calls POST may last a
 const CONTROL_POST_TIMEOUT_MS = 15000;
 const MAX_GAP_RESENDS = 3;
 const MAX_EVENT_GAP_RESYNCS = 1;
-const ACK_DELAY_MS = 1000;
-const ACK_EVERY_MESSAGES = 64;
+// Acks let the server trim the outbox; each one is a POST. A page acks after
+// config.ackEvery messages (at most a quarter of the server's outbox) or a few
+// seconds after the first unacked one, jittered so the pages that all received
+// one broadcast do not ack in one burst.
+const ACK_DELAY_MS = 5000;                            // ± ACK_DELAY_JITTER
+const ACK_DELAY_JITTER = 0.5;
+const ACK_EVERY_MESSAGES = 256;                       // when the config does not say
 const BANNER_DELAY_MS = 1000;
 const BANNER_DISCONNECTED_TEXT = "Connection lost. Reconnecting\u2026";
 const BANNER_GONE_TEXT = "This page has expired.";
@@ -53,7 +58,7 @@ const RELOAD_GUARD_MAX = 3;
 /**
  * The JSON object of `<meta name="athena-config">`.
  * @typedef {{page: string, token: string, events: string, calls: string, close: string,
- *   heartbeatMs: number, callTimeoutMs: number, debug: boolean}} AthenaConfig
+ *   heartbeatMs: number, callTimeoutMs: number, ackEvery: number, debug: boolean}} AthenaConfig
  */
 /**
  * A widget value: how a server LiveElement travels in args and results.
@@ -718,8 +723,11 @@ function maybeAck() {
     ackWanted = true;
     scheduleControlFlush();
   };
-  if (unacked >= ACK_EVERY_MESSAGES) ackNow();
-  else if (ackTimer === undefined) ackTimer = setTimeout(ackNow, ACK_DELAY_MS);
+  if (unacked >= /** @type {AthenaConfig} */ (config).ackEvery) ackNow();
+  else if (ackTimer === undefined) {
+    const jitter = 1 + ACK_DELAY_JITTER * (2 * Math.random() - 1);
+    ackTimer = setTimeout(ackNow, ACK_DELAY_MS * jitter);
+  }
 }
 
 // ---- Event stream (server → browser) ----------------------------------------
@@ -985,6 +993,7 @@ function readConfig() {
       ...raw,
       heartbeatMs: raw.heartbeatMs > 0 ? raw.heartbeatMs : DEFAULT_HEARTBEAT_MS,
       callTimeoutMs: raw.callTimeoutMs > 0 ? raw.callTimeoutMs : DEFAULT_CALL_TIMEOUT_MS,
+      ackEvery: raw.ackEvery > 0 ? raw.ackEvery : ACK_EVERY_MESSAGES,
       debug: Boolean(raw.debug),
     };
   } catch (error) {
