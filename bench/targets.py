@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 
 GEVENT = "gevent"
 GEVENT_WEBSOCKET = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
-NO_REDIS = "not available in this release"
+NO_MULTI_WORKER_DRIVER = (
+    "not measured: the bench's control endpoints drive the pages of the worker that "
+    "takes the request; a driver that spans workers is not written yet"
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,6 @@ TARGETS: list[Target] = [
         workers=1,
         services=("redis",),
         scale_out=True,
-        unavailable=NO_REDIS,
     ),
     Target(
         "athena-redis-2w",
@@ -64,7 +66,7 @@ TARGETS: list[Target] = [
         workers=2,
         services=("redis",),
         scale_out=True,
-        unavailable=NO_REDIS,
+        unavailable=NO_MULTI_WORKER_DRIVER,
     ),
 ]
 

@@ -46,8 +46,10 @@ from .redis_outbox import (
     INBOX_TTL,
     MAX_FORWARDED,
     MAX_QUEUED,
+    MAX_REDIS_CONNECTIONS,
     PAGE_REFRESH,
     PAGE_TTL,
+    POOL_WAIT,
     WORKER_BEAT,
     WORKER_TTL,
     RedisOutbox,
@@ -122,8 +124,12 @@ class RedisBroker:
         self._redis_mod = redis
         self._pid = os.getpid()
         self._wid = uuid.uuid4().hex
-        self._client = redis.Redis.from_url(
+        # A blocking pool: under load, greenlets wait (bounded) for a free
+        # connection instead of failing with "Too many connections".
+        pool = redis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=MAX_REDIS_CONNECTIONS,
+            timeout=POOL_WAIT,
             decode_responses=True,
             socket_timeout=5,
             socket_connect_timeout=2,
@@ -132,6 +138,7 @@ class RedisBroker:
             # fast with BrokerUnavailable instead of stalling the request.
             retry=redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=0.2, base=0.05), 1),
         )
+        self._client = redis.Redis(connection_pool=pool)
         db = self._client.connection_pool.connection_kwargs.get("db", 0)
         self._broadcast_channel = f"{BROADCAST_CHANNEL}:{db}:{self._namespace}"
         self._subscribed.clear()

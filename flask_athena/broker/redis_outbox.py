@@ -28,6 +28,10 @@ INBOX_TTL = 60
 MAX_QUEUED = 100_000
 #: Forwarded requests one worker runs at once (more wait in its inbox).
 MAX_FORWARDED = 500
+#: Redis connections one worker opens at most; more requests wait for one.
+MAX_REDIS_CONNECTIONS = 64
+#: Seconds a request waits for a free Redis connection (then BrokerUnavailable).
+POOL_WAIT = 5.0
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 

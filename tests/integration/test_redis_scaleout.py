@@ -336,3 +336,15 @@ def test_redis_lost_calls_fail_clearly_workers_reconnect() -> None:
             assert server.proc is not None and server.proc.poll() is None
     finally:
         redis.stop()
+
+
+def test_regression_concurrent_requests_exhausted_the_redis_connection_pool(
+    redis_server: RedisServer,
+) -> None:
+    # redis-py's default pool raised "Too many connections" past its limit
+    # (the benchmark's 200 pages at once); now requests wait for a connection.
+    env = {**settings(redis_server), "ATHENA_MAX_PAGES_PER_SESSION": "1000"}
+    with LiveServer("tests.apps.redis_app:app", "redis-1-worker-load", env=env) as server:
+        with ThreadPoolExecutor(250) as pool:
+            pages = list(pool.map(lambda _: Page(server.url), range(500)))
+    assert len({page.config["page"] for page in pages}) == 500
