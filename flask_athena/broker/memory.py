@@ -81,35 +81,63 @@ class MemoryOutbox:
             self._event.set()
 
 
+class LocalTopics:
+    """Which of this worker's elements joined which topic.
+
+    Both brokers keep one: a broadcast ends as a delivery to the elements of
+    each worker (with Redis, every worker delivers to its own).
+    """
+
+    __slots__ = ("_members",)
+
+    def __init__(self) -> None:
+        # topic -> elements joined (a dict keeps join order, like an ordered set)
+        self._members: dict[str, dict[Any, None]] = {}
+
+    def subscribe(self, topic: str, element: Any) -> None:
+        self._members.setdefault(topic, {})[element] = None
+
+    def unsubscribe(self, topic: str, element: Any) -> None:
+        members = self._members.get(topic)
+        if members is not None:
+            members.pop(element, None)
+            if not members:
+                del self._members[topic]
+
+    def deliver(self, topic: str, method: str, args_json: str) -> int:
+        """Queue ``method(*args)`` for every member; return how many got it."""
+        members = self._members.get(topic)
+        if not members:
+            return 0
+        delivered = 0
+        for element in list(members):  # a receiving page may close (and leave) meanwhile
+            page = element.page
+            if page is not None:
+                page.outbox.publish(call_message(None, element.id, method, args_json))
+                delivered += 1
+        return delivered
+
+    def clear(self) -> None:
+        self._members.clear()
+
+
 class MemoryBroker:
     """Outboxes and topics in this process."""
 
     def __init__(self) -> None:
-        # topic -> elements joined (a dict keeps join order, like an ordered set)
-        self._topics: dict[str, dict[Any, None]] = {}
+        self._topics = LocalTopics()
 
     def create_outbox(self, page_id: str, size: int) -> MemoryOutbox:
         return MemoryOutbox(size)
 
     def subscribe(self, topic: str, element: Any) -> None:
-        self._topics.setdefault(topic, {})[element] = None
+        self._topics.subscribe(topic, element)
 
     def unsubscribe(self, topic: str, element: Any) -> None:
-        members = self._topics.get(topic)
-        if members is not None:
-            members.pop(element, None)
-            if not members:
-                del self._topics[topic]
+        self._topics.unsubscribe(topic, element)
 
     def broadcast(self, topic: str, method: str, args_json: str) -> int:
-        members = self._topics.get(topic)
-        if not members:
-            return 0
-        # Copy: a receiving page may close (and leave the topic) meanwhile.
-        targets = list(members)
-        for element in targets:
-            element.page.outbox.publish(call_message(None, element.id, method, args_json))
-        return len(targets)
+        return self._topics.deliver(topic, method, args_json)
 
     def close(self) -> None:
         self._topics.clear()

@@ -40,7 +40,8 @@ from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
 
 from ..errors import BrokerUnavailable, CallTimeout, PageNotFound
-from ..protocol import call_message, sse_message
+from ..protocol import sse_message
+from .memory import LocalTopics
 from .redis_outbox import (
     BROADCAST_CHANNEL,
     INBOX_TTL,
@@ -94,7 +95,7 @@ class RedisBroker:
         #: Called with ``(page_id, what)`` when an owned page lost its keys
         #: (``"lost"``) or its remote stream's worker died (``"reader"``).
         self.on_lost: Callable[[str, str], None] | None = None
-        self._topics: dict[str, dict[Any, None]] = {}
+        self._topics = LocalTopics()
         self._outboxes: dict[str, RedisOutbox] = {}
         self._readers: dict[str, set[Event]] = {}
         self._replies: dict[str, AsyncResult] = {}
@@ -191,14 +192,10 @@ class RedisBroker:
         self._outboxes[outbox.page_id] = outbox
 
     def subscribe(self, topic: str, element: Any) -> None:
-        self._topics.setdefault(topic, {})[element] = None
+        self._topics.subscribe(topic, element)
 
     def unsubscribe(self, topic: str, element: Any) -> None:
-        members = self._topics.get(topic)
-        if members is not None:
-            members.pop(element, None)
-            if not members:
-                del self._topics[topic]
+        self._topics.unsubscribe(topic, element)
 
     def broadcast(self, topic: str, method: str, args_json: str) -> int:
         """Publish once; every worker (this one included) delivers to its members.
@@ -513,13 +510,7 @@ class RedisBroker:
             logger.exception("flask_athena: bad broker message")
 
     def _deliver(self, topic: str, method: str, args_json: str) -> None:
-        members = self._topics.get(topic)
-        if not members:
-            return
-        for element in list(members):  # a page may close (and leave) meanwhile
-            page = element.page
-            if page is not None:
-                page.outbox.publish(call_message(None, element.id, method, args_json))
+        self._topics.deliver(topic, method, args_json)
 
     def _serve_inbox_forever(self) -> None:
         """Take requests forwarded to this worker; run each in its own greenlet."""
