@@ -181,18 +181,23 @@ class Page:
         finally:
             session.close()
 
+    def next_call(self, method: str, *args: Any) -> list[dict[str, Any]]:
+        """A batch of one call of ``method`` on widget 1, with the next seq."""
+        self.seq += 1
+        return [
+            {
+                "seq": self.seq,
+                "type": "call",
+                "widget": 1,
+                "method": method,
+                "args": list(args),
+                "kwargs": {},
+            }
+        ]
+
     def call(self, method: str, *args: Any, **options: Any) -> tuple[int, Any]:
         """Call ``method`` of widget 1; return ``(pid that took the POST, value)``."""
-        self.seq += 1
-        message = {
-            "seq": self.seq,
-            "type": "call",
-            "widget": 1,
-            "method": method,
-            "args": list(args),
-            "kwargs": {},
-        }
-        pid, status, body = self.post([message], **options)
+        pid, status, body = self.post(self.next_call(method, *args), **options)
         assert status == 200, body
         (result,) = body["results"]
         assert "ok" in result, result

@@ -74,17 +74,7 @@ def test_posts_landing_on_other_workers_are_forwarded_exactly_once(server: LiveS
         assert counts == [1, 2, 3, 4, 5]
         # A retried batch (same seqs) landing on other workers is answered
         # from the owner's record, never run again.
-        page.seq += 1
-        batch = [
-            {
-                "seq": page.seq,
-                "type": "call",
-                "widget": 1,
-                "method": "bump",
-                "args": [],
-                "kwargs": {},
-            }
-        ]
+        batch = page.next_call("bump")
         answers = {page.post(batch, avoid=page.owner)[2]["results"][0]["ok"] for _ in range(3)}
         assert answers == {6}
         assert page.call("bump")[1] == 7
@@ -108,17 +98,7 @@ def test_retry_forwarded_while_the_call_runs_is_answered_not_rerun(
     server: LiveServer,
 ) -> None:
     page = pages_on_workers(server.url, owners=1)[0]
-    page.seq += 1
-    batch = [
-        {
-            "seq": page.seq,
-            "type": "call",
-            "widget": 1,
-            "method": "bump_slowly",
-            "args": [1.0],
-            "kwargs": {},
-        }
-    ]
+    batch = page.next_call("bump_slowly", 1.0)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(page.post, batch, avoid=page.owner)
         time.sleep(0.3)  # the first POST is running on the owner
@@ -220,19 +200,7 @@ def test_owner_killed_its_pages_are_gone_others_keep_working(
         assert time.monotonic() - killed_at < 8
         for page in doomed:
             assert streams[page.id].gone in ("owner-gone", "unknown-page")
-            page.seq += 1
-            _, status, body = page.post(
-                [
-                    {
-                        "seq": page.seq,
-                        "type": "call",
-                        "widget": 1,
-                        "method": "bump",
-                        "args": [],
-                        "kwargs": {},
-                    }
-                ]
-            )
+            _, status, body = page.post(page.next_call("bump"))
             assert status == 404 and body["error"]["code"] == "page-not-found"
         # Everybody else: unaffected.
         for page in spared:
@@ -297,17 +265,7 @@ def test_redis_lost_calls_fail_clearly_workers_reconnect() -> None:
             assert page.call("bump", avoid=page.owner)[1] == 1
             redis.stop()
             # Forwarding needs Redis: a clear 503 the browser retries.
-            page.seq += 1
-            batch = [
-                {
-                    "seq": page.seq,
-                    "type": "call",
-                    "widget": 1,
-                    "method": "bump",
-                    "args": [],
-                    "kwargs": {},
-                }
-            ]
+            batch = page.next_call("bump")
             _, status, body = page.post(batch, avoid=page.owner)
             assert status == 503 and body["error"]["code"] == "broker-unavailable"
             # The owner still answers its own page (the batch retried there
