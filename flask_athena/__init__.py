@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .element import LiveElement as LiveElement
 from .errors import AthenaError as AthenaError
+from .errors import CallCancelled as CallCancelled
 from .errors import CallTimeout as CallTimeout
 from .errors import ConnectionLost as ConnectionLost
 from .errors import RemoteError as RemoteError

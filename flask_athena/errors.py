@@ -156,6 +156,13 @@ class CallTimeout(AthenaError):
     default_message = "The browser did not answer in time."
 
 
+class CallCancelled(AthenaError):
+    """A server → browser call was cancelled (:meth:`RemoteCall.cancel`)."""
+
+    code = "call-cancelled"
+    default_message = "The call was cancelled."
+
+
 class ConnectionLost(AthenaError):
     """The page closed before a server → browser call was answered."""
 

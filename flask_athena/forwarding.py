@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from functools import partial
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from .errors import (
 )
 from .protocol import HEARTBEAT_EVENT, dumps, gone_event, loads, sse_retry
 from .state import SESSION_KEY
+from .stream import StreamBody, event_stream_response, gone_response
 
 if TYPE_CHECKING:
     from .broker.redis import RedisBroker
@@ -135,17 +136,6 @@ def forward_post(state: AthenaState, broker: RedisBroker, page_id: str, closing:
     return _reply_response(reply)
 
 
-def _gone(reason: str, retry_ms: int) -> Response:
-    return event_stream_response(iter([sse_retry(retry_ms) + gone_event(reason)]))
-
-
-def event_stream_response(body: Iterator[bytes]) -> Response:
-    response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
-    response.headers["Cache-Control"] = "no-cache, no-transform"
-    response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer
-    return response
-
-
 def _internal(
     broker: RedisBroker, owner: str, page_id: str, what: str, body: Any
 ) -> dict[str, Any]:
@@ -161,7 +151,7 @@ def remote_events(
     """Serve the event stream of a page another worker owns, from Redis."""
     owner = broker.locate(page_id)
     if owner is None or owner == broker.worker_id:
-        return _gone("unknown-page", retry_ms)
+        return gone_response("unknown-page", retry_ms)
     key = session.get(SESSION_KEY)
     if not isinstance(key, str):
         raise Forbidden("This page belongs to another session.")
@@ -175,14 +165,14 @@ def remote_events(
         )
     except PageNotFound:  # the owner died meanwhile
         reader.close()
-        return _gone("owner-gone", retry_ms)
+        return gone_response("owner-gone", retry_ms)
     except AthenaError:
         reader.close()
         raise
     if reply["status"] != 200:
         reader.close()
         if reply["status"] == 404:
-            return _gone("unknown-page", retry_ms)
+            return gone_response("unknown-page", retry_ms)
         return _reply_response(reply)
     generation = int(loads(base64.b64decode(reply["body"]))["gen"])
     # From here on the owner counts the stream as attached: every way out
@@ -198,19 +188,23 @@ def remote_events(
         raise
     if frames is None:
         stream.close()
-        return _gone("outbox-trimmed", retry_ms)
+        return gone_response("outbox-trimmed", retry_ms)
     stream.start(last, frames, retry_ms)
     return event_stream_response(stream)
 
 
-class RemoteEventStream:
+class RemoteEventStream(StreamBody):
     """The body of an event stream served by a worker that does not own the page.
 
     Like :class:`~flask_athena.transport.EventStream`, but reads the page's
     Redis stream and learns from the page's ``gen`` field that a newer
     stream replaced it, and from the owner's liveness key that the page is
-    gone. :meth:`close` tells the owner (best effort, in a greenlet).
+    gone. :meth:`close` tells the owner (best effort, in a greenlet). As a
+    slow consumer it is cut on the time bound only (this worker does not
+    know the page's newest seq); past the outbox bound it gets ``gone``.
     """
+
+    __slots__ = ("_broker", "_reader", "_owner", "_generation", "_detach_request")
 
     def __init__(
         self,
@@ -221,14 +215,11 @@ class RemoteEventStream:
         session_key: str,
         generation: int,
     ) -> None:
-        self._state = state
+        super().__init__(state, session_key)
         self._broker = broker
         self._reader = reader
         self._owner = owner
-        self._session_key = session_key
         self._generation = generation
-        self._body: Generator[bytes, None, None] | None = None
-        self._closed = False
         # Built now, in the request context: close() runs without one.
         prefix = request.path.rsplit("/", 2)[0]
         self._detach_request = _serialize(
@@ -239,16 +230,9 @@ class RemoteEventStream:
     def start(self, cursor: int, frames: list[bytes], retry_ms: int) -> None:
         self._body = self._run(cursor, frames, retry_ms)
 
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._body is None:
-            raise StopIteration
-        return next(self._body)
-
     def _run(self, cursor: int, frames: list[bytes], retry_ms: int) -> Generator[bytes, None, None]:
         cursor += len(frames)
+        self.sent = cursor
         yield sse_retry(retry_ms) + b"".join(frames)
         heartbeat = self._state.config.heartbeat
         broker, reader = self._broker, self._reader
@@ -276,25 +260,15 @@ class RemoteEventStream:
                 return
             if fresh:
                 cursor += len(fresh)
+                self.sent = cursor
                 last_write = monotonic()
                 yield b"".join(fresh)
             elif monotonic() - last_write >= heartbeat:
                 last_write = monotonic()
                 yield HEARTBEAT_EVENT
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._body is not None:
-            self._body.close()
+    def _release(self) -> None:
         self._reader.close()
-        counts, key = self._state.session_streams, self._session_key
-        remaining = counts.get(key, 1) - 1
-        if remaining > 0:
-            counts[key] = remaining
-        else:
-            counts.pop(key, None)
         gevent.spawn(self._tell_owner, self._detach_request)
 
     def _tell_owner(self, req: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from .element import _RESERVED, LiveElement
 from .errors import (
     AthenaError,
     BadMessage,
+    CallCancelled,
     CallTimeout,
     ClientError,
     ConnectionLost,
@@ -43,12 +44,14 @@ from .protocol import (
     ResultMessage,
     SequencedMessage,
     call_message,
+    cancel_message,
     detach_message,
     dumps,
 )
 
 if TYPE_CHECKING:
     from .state import AthenaState
+    from .stream import StreamBody
 
 logger = logging.getLogger("flask_athena")
 
@@ -60,21 +63,26 @@ class RemoteCall:
     :meth:`LivePage.call_remote`; nothing waits unless :meth:`get` is called.
     """
 
-    __slots__ = ("call_id", "method", "_result", "_timeout")
+    __slots__ = ("call_id", "method", "_result", "_timeout", "_page")
 
-    def __init__(self, call_id: int, method: str, timeout: float) -> None:
+    def __init__(self, call_id: int, method: str, timeout: float, page: LivePage) -> None:
         self.call_id = call_id
         self.method = method
         self._result: AsyncResult = AsyncResult()
         self._timeout = timeout
+        self._page = page
 
     def get(self, timeout: float | None = None) -> Any:
         """Block this greenlet until the browser answers; return its value.
 
-        ``timeout`` defaults to ``ATHENA_CALL_TIMEOUT``. Raises
-        :class:`RemoteError` (the JS method threw), :class:`CallTimeout` or
-        :class:`ConnectionLost` (the page closed first).
+        ``timeout`` defaults to ``ATHENA_CALL_TIMEOUT``; a longer one also
+        keeps the reaper from expiring the call before it. Raises
+        :class:`RemoteError` (the JS method threw), :class:`CallTimeout`,
+        :class:`CallCancelled` or :class:`ConnectionLost` (the page closed
+        first).
         """
+        if timeout is not None:
+            self._page._extend_deadline(self.call_id, monotonic() + timeout)
         # wait() never raises, so an outer gevent.Timeout of the caller is
         # not mistaken for ours.
         self._result.wait(self._timeout if timeout is None else timeout)
@@ -84,6 +92,23 @@ class RemoteCall:
 
     def ready(self) -> bool:
         return bool(self._result.ready())
+
+    def cancel(self) -> bool:
+        """Stop waiting for the browser's answer; ``False`` if the call had
+        already ended (answered, failed, timed out or cancelled).
+
+        A :meth:`get` waiting now, or called later, raises
+        :class:`CallCancelled`; the answer, should it still come, is ignored.
+        The browser is told (a ``cancel`` message): the JS method sees it
+        through the signal of ``Athena.callSignal()`` and its result is not
+        sent. A call the browser has not received yet is still delivered
+        (messages are never taken back) and cancelled right after.
+        """
+        if self._result.ready():
+            return False
+        self._fail(CallCancelled(f"call to {self.method!r} cancelled"))
+        self._page._forget_call(self.call_id)
+        return True
 
     def _fail(self, error: AthenaError) -> None:
         if not self._result.ready():
@@ -105,6 +130,7 @@ class LivePage:
         self.token = secrets.token_urlsafe(18)
         self.session_key = session_key
         self.outbox = state.broker.create_outbox(self.id, state.config.outbox_size)
+        self.outbox.on_backlog = self.check_stream
         #: widget id -> element, for every element on the page.
         self.elements: dict[int, LiveElement] = {}
         self._next_widget = 0
@@ -119,6 +145,9 @@ class LivePage:
         #: change and ends, so one page has at most one live stream.
         self.stream_generation = 0
         self.stream_attached = False
+        #: The event stream this worker serves for the page (None when none
+        #: is open, or another worker serves it).
+        self.stream: StreamBody | None = None
         self.was_connected = False
         self.idle_since = monotonic()
         self.closed = False
@@ -245,7 +274,7 @@ class LivePage:
             raise TypeError("method must be a non-empty string")
         timeout = self.state.config.call_timeout
         self._next_call += 1
-        call = RemoteCall(self._next_call, method, timeout)
+        call = RemoteCall(self._next_call, method, timeout, self)
         if self.closed:
             call._fail(ConnectionLost())
             return call
@@ -275,8 +304,19 @@ class LivePage:
         """Fail server → browser calls past their deadline (run by the reaper)."""
         expired = [cid for cid, (_, deadline) in self._pending.items() if deadline <= now]
         for cid in expired:
-            call, _ = self._pending.pop(cid)
+            call, _ = self._pending[cid]
             call._fail(CallTimeout(f"no answer to {call.method!r} in time"))
+            self._forget_call(cid)
+
+    def _extend_deadline(self, call_id: int, deadline: float) -> None:
+        entry = self._pending.get(call_id)
+        if entry is not None and entry[1] < deadline:
+            self._pending[call_id] = (entry[0], deadline)
+
+    def _forget_call(self, call_id: int) -> None:
+        """Stop tracking a call that ended unanswered; tell the browser."""
+        if self._pending.pop(call_id, None) is not None and not self.closed:
+            self.outbox.publish(cancel_message(call_id))
 
     # -- browser → server ---------------------------------------------------
 
@@ -400,6 +440,10 @@ class LivePage:
 
     def attach_stream(self) -> int:
         """An event stream attached; return its generation (see :attr:`stream_generation`)."""
+        if self.stream is not None and self.stream.writing_since is not None:
+            # The old stream is stuck in a write: it would notice the newer
+            # one only once that write returns.
+            self.stream.cut("replaced by a newer stream")
         self.stream_generation += 1
         self.outbox.wake()  # the previous stream, if any, notices and ends
         self.stream_attached = True
@@ -410,6 +454,14 @@ class LivePage:
                 self._run_hook(element.connected)
         signals.page_connected.send(self.state.app, page=self, first=first)
         return self.stream_generation
+
+    def check_stream(self) -> None:
+        """Cut this page's stream if it cannot keep up (see :mod:`flask_athena.stream`).
+
+        The outbox calls this on publish once its backlog passes half its size.
+        """
+        if self.stream is not None:
+            self.stream.check(monotonic())
 
     def detach_stream(self, generation: int) -> None:
         if generation == self.stream_generation and self.stream_attached:

@@ -98,6 +98,11 @@ def detach_message(widget: int) -> str:
     return f'{{"type":"detach","widget":{widget}}}'
 
 
+def cancel_message(call: int) -> str:
+    """The server stopped waiting for call ``call`` (cancelled or timed out)."""
+    return f'{{"type":"cancel","call":{call}}}'
+
+
 def sse_message(seq: int, data: str) -> bytes:
     """One SSE message with ``id: seq``; ``data`` must be a single line."""
     return f"id: {seq}\ndata: {data}\n\n".encode()

@@ -25,5 +25,9 @@ page_disconnected = _signals.signal("page-disconnected")
 page_closed = _signals.signal("page-closed")
 #: An exposed method is about to run. Keyword arguments: ``page``, ``element``, ``method``.
 call_received = _signals.signal("call-received")
+#: A page's event stream could not keep up and was cut; the browser reconnects
+#: and gets the rest by replay. Keyword arguments: ``page`` (``None`` for a
+#: stream this worker serves for another worker's page), ``reason``.
+stream_cut = _signals.signal("stream-cut")
 #: An exposed call failed. Keyword arguments: ``page``, ``element``, ``method``, ``error``.
 call_failed = _signals.signal("call-failed")

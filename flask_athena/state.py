@@ -20,6 +20,7 @@ from .page import LivePage
 if TYPE_CHECKING:
     from .broker import Broker
     from .extension import Athena
+    from .stream import StreamBody
 
 logger = logging.getLogger("flask_athena")
 
@@ -51,6 +52,9 @@ class AthenaState:
         self.session_pages: dict[str, dict[str, LivePage]] = {}
         #: session key -> number of open event streams.
         self.session_streams: dict[str, int] = {}
+        #: Every event stream this worker serves (its own pages' and, with
+        #: Redis, other workers'): the reaper cuts those that cannot keep up.
+        self.streams: set[StreamBody] = set()
         self._reaper: gevent.Greenlet | None = None
 
     # -- pages --------------------------------------------------------------
@@ -74,7 +78,7 @@ class AthenaState:
             self.cluster.register_page(page.outbox)  # type: ignore[arg-type]
         self.pages[page.id] = page
         self.session_pages.setdefault(session_key, {})[page.id] = page
-        self._ensure_reaper()
+        self.ensure_reaper()
         signals.page_opened.send(self.app, page=page)
         return page
 
@@ -120,7 +124,7 @@ class AthenaState:
 
     # -- reaper -------------------------------------------------------------
 
-    def _ensure_reaper(self) -> None:
+    def ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.dead:
             self._reaper = gevent.spawn(self._reap_forever)
 
@@ -134,13 +138,16 @@ class AthenaState:
                 logger.exception("flask_athena reaper failed")
 
     def reap(self, now: float) -> None:
-        """Close pages idle past ``ATHENA_PAGE_TIMEOUT``; expire overdue calls."""
+        """Close pages idle past ``ATHENA_PAGE_TIMEOUT``; expire overdue calls;
+        cut event streams that cannot keep up."""
         timeout = self.config.page_timeout
         for page in list(self.pages.values()):
             if not page.stream_attached and now - page.idle_since > timeout:
                 page.close("timeout")
             else:
                 page.expire_calls(now)
+        for stream in list(self.streams):
+            stream.check(now)
 
     def shutdown(self) -> None:
         """Close every page (reason ``"shutdown"``) and stop the reaper."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator
 
 from flask import Blueprint, Response, current_app, request, send_file, session
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -38,6 +38,7 @@ from .protocol import (
     sse_retry,
 )
 from .state import SESSION_KEY, AthenaState
+from .stream import StreamBody, event_stream_response, gone_response
 
 logger = logging.getLogger("flask_athena")
 
@@ -222,11 +223,11 @@ def events(page_id: str) -> Response:
     if page is None or page.closed:
         # Not an error status: EventSource hides those. The browser must
         # learn that replay is impossible and reload.
-        return _event_stream(iter([sse_retry(RETRY_MS) + gone_event("unknown-page")]))
+        return gone_response("unknown-page", RETRY_MS)
     _check_session(page)
     frames = page.outbox.read(last)
     if frames is None:
-        return _event_stream(iter([sse_retry(RETRY_MS) + gone_event("outbox-trimmed")]))
+        return gone_response("outbox-trimmed", RETRY_MS)
     key = page.session_key
     if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
         raise TooManyStreams()
@@ -237,44 +238,35 @@ def events(page_id: str) -> Response:
     generation = page.attach_stream()
     if isinstance(page.outbox, RedisOutbox):
         page.outbox.reader = None  # this worker serves the stream now
-    return _event_stream(EventStream(state, page, generation, last, frames))
+    page.stream = EventStream(state, page, generation, last, frames)
+    return event_stream_response(page.stream)
 
 
-def _event_stream(body: Iterable[bytes]) -> Response:
-    response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
-    response.headers["Cache-Control"] = "no-cache, no-transform"
-    response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer
-    return response
-
-
-class EventStream:
+class EventStream(StreamBody):
     """The body of one event stream; iterated in the request's greenlet.
 
     Holds no request context (memory per idle page matters). Ends when the
-    page closes, a newer stream replaces it, or a write fails: the server
-    sends a heartbeat every ``ATHENA_HEARTBEAT`` seconds because a dead
-    client is only noticed on write. The WSGI server calls :meth:`close`
-    whatever happened, even before the first chunk, so cleanup is certain.
+    page closes, a newer stream replaces it, a write fails, or it is cut as a
+    slow consumer (see :mod:`flask_athena.stream`): the server sends a
+    heartbeat every ``ATHENA_HEARTBEAT`` seconds because a dead client is
+    only noticed on write. The WSGI server calls :meth:`close` whatever
+    happened, even before the first chunk, so cleanup is certain.
     """
+
+    __slots__ = ("_page", "_generation")
 
     def __init__(
         self, state: AthenaState, page: LivePage, generation: int, cursor: int, frames: list[bytes]
     ) -> None:
-        self._state = state
+        super().__init__(state, page.session_key)
         self._page = page
         self._generation = generation
         self._body = self._run(cursor, frames)
-        self._closed = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        return next(self._body)
 
     def _run(self, cursor: int, frames: list[bytes]) -> Generator[bytes, None, None]:
         page, generation = self._page, self._generation
         cursor += len(frames)
+        self.sent = cursor
         yield sse_retry(RETRY_MS) + b"".join(frames)
         heartbeat = self._state.config.heartbeat
         outbox = page.outbox
@@ -306,19 +298,15 @@ class EventStream:
                 return
             if fresh:
                 cursor += len(fresh)
+                self.sent = cursor
                 yield b"".join(fresh)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._body.close()
-        counts, key = self._state.session_streams, self._page.session_key
-        remaining = counts.get(key, 1) - 1
-        if remaining > 0:
-            counts[key] = remaining
-        else:
-            counts.pop(key, None)
+    def local_page(self) -> LivePage:
+        return self._page
+
+    def _release(self) -> None:
+        if self._page.stream is self:
+            self._page.stream = None
         self._page.detach_stream(self._generation)
 
 

@@ -8,6 +8,7 @@ the process and is the default.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -16,6 +17,9 @@ class Outbox(Protocol):
 
     #: Sequence number of the last message published (0 before the first).
     last_seq: int
+    #: Called on publish while more than half the outbox is unacknowledged
+    #: (the page checks whether its stream keeps up; see flask_athena.stream).
+    on_backlog: Callable[[], None] | None
 
     def publish(self, data: str) -> int:
         """Append one message (a single-line JSON string); return its seq."""

@@ -8,6 +8,7 @@ needs locks: no method below yields between reading and writing state.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
@@ -19,7 +20,7 @@ from ..protocol import call_message, sse_message
 class MemoryOutbox:
     """A bounded deque of pre-framed SSE messages plus a wake-up event."""
 
-    __slots__ = ("_frames", "_first_seq", "last_seq", "_size", "_event", "closed")
+    __slots__ = ("_frames", "_first_seq", "last_seq", "_size", "_event", "closed", "on_backlog")
 
     def __init__(self, size: int) -> None:
         self._frames: deque[bytes] = deque()
@@ -28,6 +29,7 @@ class MemoryOutbox:
         self._size = size
         self._event: Event | None = None
         self.closed = False
+        self.on_backlog: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -44,6 +46,8 @@ class MemoryOutbox:
             self._first_seq += 1
         if self._event is not None:
             self._event.set()
+        if self.on_backlog is not None and len(self._frames) > self._size // 2:
+            self.on_backlog()
         return self.last_seq
 
     def ack(self, seq: int) -> None:

@@ -8,6 +8,7 @@ is a stream served by another worker. Both leave the I/O to
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gevent.event import Event
@@ -77,6 +78,9 @@ class RedisOutbox:
         self.page_id = page_id
         self.size = size
         self.last_seq = 0
+        #: Highest seq the browser acknowledged (as far as this worker knows).
+        self.acked = 0
+        self.on_backlog: Callable[[], None] | None = None
         #: Highest seq the writer has stored in Redis.
         self.flushed_seq = 0
         self.closed = False
@@ -90,11 +94,14 @@ class RedisOutbox:
             return self.last_seq
         self._broker._enqueue(("xadd", self, self.last_seq + 1, data))
         self.last_seq += 1
+        if self.on_backlog is not None and self.last_seq - self.acked > self.size // 2:
+            self.on_backlog()
         return self.last_seq
 
     def ack(self, seq: int) -> None:
         if not self.closed and seq > 0:
-            self._broker._enqueue(("ack", self, min(seq, self.last_seq), ""))
+            self.acked = max(self.acked, min(seq, self.last_seq))
+            self._broker._enqueue(("ack", self, self.acked, ""))
 
     def read(self, after: int) -> list[bytes] | None:
         if self.closed or after > self.last_seq:

@@ -3,8 +3,8 @@
  * flask_athena browser runtime: Nevow Athena "live elements" for Flask. One
  * no-build ES module, no dependencies; it implements docs/protocol.rst.
  *
- * Exports: Widget (base class of JS widgets), Athena (registerGlobal, page,
- * connection, widgets), RemoteError, TimeoutError, ConnectionLost.
+ * Exports: Widget (base class of JS widgets), Athena (registerGlobal, callSignal,
+ * page, connection, widgets), RemoteError, TimeoutError, ConnectionLost.
  * DOM events on `document`: athena:ready, athena:connected, athena:disconnected,
  * athena:reconnected, athena:gone (cancelable: no reload, no banner),
  * athena:error (cancelable: no console log). `<html data-athena-status>`:
@@ -66,8 +66,8 @@ const RELOAD_GUARD_MAX = 3;
  */
 /**
  * Per-call options for {@link Widget#callRemoteWithOptions}; `timeoutMs`
- * overrides the page's callTimeoutMs.
- * @typedef {{timeoutMs?: number}} CallOptions
+ * overrides the page's callTimeoutMs; `signal` cancels the call (see there).
+ * @typedef {{timeoutMs?: number, signal?: AbortSignal}} CallOptions
  */
 /**
  * A sequenced message (call or detach) on the calls lane; `json` is the
@@ -75,7 +75,7 @@ const RELOAD_GUARD_MAX = 3;
  * message goes into a batch: numbering at send time lets a call that times out
  * unsent be dropped without leaving a gap.
  * @typedef {{json: string, seq: number, isDetach: boolean, timeoutMs: number, settled: boolean,
- *   timer: ReturnType<typeof setTimeout>|undefined,
+ *   timer: ReturnType<typeof setTimeout>|undefined, unlisten: (() => void)|undefined,
  *   resolve: (value: any) => void, reject: (error: unknown) => void}} Outgoing
  */
 /** @typedef {{status: number, body: any}} Reply */
@@ -176,6 +176,10 @@ let lastEventId = 0;
 let ackedId = 0;  // highest event id sent to the server as `ack`
 let eventGapResyncs = 0;
 let inbox = Promise.resolve();  // incoming messages are applied in order along this chain
+// Server → browser calls started and not yet answered, by call id: the server
+// may cancel them (or give up waiting). Bounded by the server's pending limit.
+const runningCalls = /** @type {Map<number, AbortController>} */ (new Map());
+let currentCallSignal = /** @type {AbortSignal|undefined} */ (undefined);  // see Athena.callSignal()
 let watchdog = /** @type {Timer} */ (undefined);
 const streamRetry = new RetryTimer(() => openStream());
 
@@ -253,6 +257,11 @@ export class Widget {
    * The general form: positional and keyword arguments and per-call options.
    * The timeout runs from now, also while the call waits offline; a call that
    * times out before it was sent is never sent.
+   *
+   * `options.signal` (an AbortSignal) cancels the call: the promise rejects
+   * at once with `signal.reason`. A call not sent yet is dropped and never
+   * runs; one already sent runs on the server exactly once (it cannot be
+   * taken back) and its answer is ignored.
    * @param {string} method @param {any[]} [args] @param {Record<string, any>} [kwargs] @param {CallOptions} [options]
    * @returns {Promise<any>} as {@link Widget#callRemote}
    */
@@ -261,7 +270,7 @@ export class Widget {
       return Promise.reject(new TypeError("callRemote: method must be a non-empty string"));
     }
     const timeoutMs = options.timeoutMs ?? config?.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
-    return enqueue({ type: "call", widget: this.widgetId, method, args, kwargs }, timeoutMs, false);
+    return enqueue({ type: "call", widget: this.widgetId, method, args, kwargs }, timeoutMs, false, options.signal);
   }
 
   /**
@@ -479,10 +488,14 @@ async function decodeValues(value) {
 
 // ---- Calls lane (sequenced: call, detach) -----------------------------------
 
-/** @param {object} message without seq @param {number} timeoutMs @param {boolean} isDetach @returns {Promise<any>} */
-function enqueue(message, timeoutMs, isDetach) {
+/**
+ * @param {object} message without seq @param {number} timeoutMs @param {boolean} isDetach
+ * @param {AbortSignal} [signal] @returns {Promise<any>}
+ */
+function enqueue(message, timeoutMs, isDetach, signal) {
   if (!config) return Promise.reject(new ConnectionLost("athena: no page on this document (no athena-config meta)"));
   if (isGone()) return Promise.reject(new ConnectionLost("athena: the page is gone"));
+  if (signal?.aborted) return Promise.reject(signal.reason);
   if (callQueue.length >= MAX_QUEUED_MESSAGES) {
     return Promise.reject(new ConnectionLost(`athena: more than ${MAX_QUEUED_MESSAGES} calls waiting to be sent`));
   }
@@ -494,13 +507,20 @@ function enqueue(message, timeoutMs, isDetach) {
   }
   return new Promise((resolve, reject) => {
     /** @type {Outgoing} */
-    const entry = { json, seq: 0, isDetach, timeoutMs, settled: false, timer: undefined, resolve, reject };
-    entry.timer = setTimeout(() => {
+    const entry = { json, seq: 0, isDetach, timeoutMs, settled: false, timer: undefined, unlisten: undefined, resolve, reject };
+    /** @param {unknown} error */
+    const abandon = (error) => {
       // An unsent call is dropped: its caller was told it failed. A detach is
       // still sent: the server must free the element.
       if (entry.seq === 0 && !isDetach) callQueue = callQueue.filter((e) => e !== entry);
-      settle(entry, () => reject(new TimeoutError(`athena: no answer within ${timeoutMs} ms`)));
-    }, timeoutMs);
+      settle(entry, () => reject(error));
+    };
+    entry.timer = setTimeout(() => abandon(new TimeoutError(`athena: no answer within ${timeoutMs} ms`)), timeoutMs);
+    if (signal) {
+      const onAbort = () => abandon(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      entry.unlisten = () => signal.removeEventListener("abort", onAbort);
+    }
     callQueue.push(entry);
     scheduleCallsFlush();
   });
@@ -511,6 +531,7 @@ function settle(entry, action) {
   if (entry.settled) return; // a late answer after a timeout, or a duplicate
   entry.settled = true;
   clearTimeout(entry.timer);
+  entry.unlisten?.();
   action();
 }
 
@@ -828,6 +849,12 @@ function onStreamMessage(event) {
 /** @param {any} message */
 async function applyMessage(message) {
   if (message?.type === "call") return applyCall(message);
+  if (message?.type === "cancel") {
+    const controller = runningCalls.get(message.call);
+    runningCalls.delete(message.call);
+    controller?.abort(new DOMException("athena: the server cancelled this call", "AbortError"));
+    return;
+  }
   if (message?.type !== "detach") throw new Error(`athena: unknown message type ${JSON.stringify(message?.type)}`);
   const widget = widgetsById.get(message.widget);
   if (widget) teardown(widget);
@@ -836,18 +863,31 @@ async function applyMessage(message) {
 /** @param {any} message */
 async function applyCall(message) {
   const callId = Number.isInteger(message.call) ? message.call : null;
+  const controller = callId === null ? undefined : new AbortController();
+  if (controller) runningCalls.set(/** @type {number} */ (callId), controller);
   /** @type {Promise<any>} */
   let outcome;
   try {
     const args = await decodeValues(Array.isArray(message.args) ? message.args : []);
     const [fn, target] = resolveTarget(message.widget, message.method);
-    outcome = Promise.resolve(fn.apply(target, args));
+    currentCallSignal = controller?.signal;
+    try {
+      outcome = Promise.resolve(fn.apply(target, args));
+    } finally {
+      currentCallSignal = undefined;
+    }
   } catch (error) {
     outcome = Promise.reject(error);
   }
+  /** @param {{ok: any}|{error: unknown}} result */
+  const answer = (result) => {
+    if (controller?.signal.aborted) return; // cancelled: the server no longer listens
+    runningCalls.delete(/** @type {number} */ (callId));
+    sendResult(callId, result);
+  };
   // Not awaited: a slow method (one waiting for the user, say) must not hold
   // up the messages after it. It was *started* in order; that is the guarantee.
-  outcome.then((ok) => sendResult(callId, { ok }), (error) => sendResult(callId, { error }));
+  outcome.then((ok) => answer({ ok }), (error) => answer({ error }));
 }
 
 /** @param {number|null} widgetId @param {string} method @returns {[Function, any]} */
@@ -922,6 +962,10 @@ function goGone(reason) {
   for (const timer of [streamRetry, callsRetry, controlRetry]) timer.reset();
   clearTimeout(ackTimer);
   clearTimeout(bannerTimer);
+  for (const controller of runningCalls.values()) {
+    controller.abort(new ConnectionLost(`athena: the page is gone (${reason})`));
+  }
+  runningCalls.clear();
   const pending = [...(inflight ?? []), ...callQueue];
   inflight = null;
   callQueue = [];
@@ -1044,6 +1088,17 @@ export const Athena = Object.freeze({
     if (typeof fn !== "function") throw new TypeError(`registerGlobal("${name}"): fn must be a function`);
     globalFunctions.set(name, fn);
   },
+
+  /**
+   * The AbortSignal of the server → browser call being started now, for the
+   * method the server called (a widget method or a registered global). Read
+   * it synchronously, before the method's first `await`; elsewhere it is
+   * `undefined`. It aborts when the server cancels the call
+   * (`RemoteCall.cancel()`), stops waiting for it (timeout), or the page is
+   * gone; the method's result is then not sent.
+   * @returns {AbortSignal|undefined}
+   */
+  callSignal() { return currentCallSignal; },
 
   /**
    * A frozen snapshot of the runtime, for tests and debugging.

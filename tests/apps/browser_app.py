@@ -32,6 +32,8 @@ class Stats:
     def __init__(self) -> None:
         #: How many times Probe.poke ran (the security test's canary).
         self.pokes = 0
+        #: How many times Probe.slow_count finished (cancellation tests).
+        self.slow_runs = 0
 
 
 class Probe(LiveElement):
@@ -106,6 +108,26 @@ class Probe(LiveElement):
         must not be queued behind it (no deadlock).
         """
         return _outcome(lambda: self.call_remote(method, *args).get(timeout=10))
+
+    @expose
+    def ask_and_cancel(self, after: float) -> dict[str, Any]:
+        """Call the browser's ``waitForCancel``, cancel the call ``after`` seconds
+        later, and report what ``cancel()`` and ``get()`` did."""
+        call = self.call_remote("waitForCancel")
+        gevent.sleep(after)
+        cancelled = call.cancel()
+        return {"cancelled": cancelled, "again": call.cancel(), **_outcome(call.get)}
+
+    @expose
+    def slow_count(self, seconds: float) -> int:
+        """Take ``seconds``, then count the run (cancellation tests)."""
+        gevent.sleep(seconds)
+        self.stats.slow_runs += 1
+        return self.stats.slow_runs
+
+    @expose
+    def slow_runs(self) -> int:
+        return self.stats.slow_runs
 
     @expose
     def ask_global(self, name: str, args: list[Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import gevent
 from flask import Flask, jsonify, render_template_string
 
-from flask_athena import Athena, LiveElement, expose
+from flask_athena import Athena, LiveElement, LivePage, expose, signals
 from flask_athena.config import config_from_env
 
 #: Longest push() waits for the browser's acks before giving up (seconds).
@@ -185,6 +185,13 @@ def create_app() -> Flask:
     app.config["SECRET_KEY"] = "flask-athena-integration-tests"
     app.config.update(config_from_env())
     athena = Athena(app)
+    #: page id -> reasons its event streams were cut (slow consumer)
+    cuts: dict[str, list[str]] = {}
+
+    @signals.stream_cut.connect_via(app)
+    def on_stream_cut(sender: Flask, page: LivePage | None, reason: str, **extra: Any) -> None:
+        if page is not None:
+            cuts.setdefault(page.id, []).append(reason)
 
     @app.get("/healthz")
     def healthz() -> str:
@@ -216,6 +223,7 @@ def create_app() -> Flask:
                 "last_seq": outbox.last_seq,
                 "pending": len(page._pending),
                 "stream_attached": page.stream_attached,
+                "stream_cuts": cuts.get(page_id, []),
                 "probes": probes,
             }
         )

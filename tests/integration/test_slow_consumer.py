@@ -1,11 +1,15 @@
-"""A browser that stops reading cannot grow server memory; it is told ``gone``.
+"""A stream that cannot keep up is cut and resumes by replay; memory stays bounded.
 
 The client opens its stream with a 4 KiB receive buffer and stops reading
-while the page publishes ~20 MB (5,000 messages of 4 KB) with no flow
-control. The server's write blocks after what the socket buffers hold; the
-outbox must stay within ``ATHENA_OUTBOX_SIZE`` the whole time, and once the
-client reads again it gets consecutive messages and then an explicit
-``gone`` (``outbox-trimmed``), never a silent jump.
+while the page publishes large messages with no flow control, so the
+server's write blocks. The server must cut that stream (a blocked write is
+never noticed otherwise) while the client is still stuck, keep the outbox
+within ``ATHENA_OUTBOX_SIZE`` the whole time, and then:
+
+* within the outbox bound, the client reconnecting with ``Last-Event-ID``
+  gets the rest by replay: every message once, in order, no ``gone``;
+* past it, the reconnect gets an explicit ``gone`` (``outbox-trimmed``),
+  never a silent jump.
 """
 
 from __future__ import annotations
@@ -15,74 +19,134 @@ from typing import Any
 import pytest
 
 from tests.integration.servers import page_state
-from tests.protocol_client import ProtocolClient, SmallBufferAdapter
+from tests.protocol_client import EventStream, ProtocolClient, SmallBufferAdapter
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
-OUTBOX_SIZE = 50
-COUNT = 5_000
-PAD = 4_000
+HEARTBEAT = 0.5
 
 
-def test_slow_consumer_keeps_outbox_bounded_and_gets_gone_not_a_gap(server_factory: Any) -> None:
-    server = server_factory(heartbeat=0.5, outbox_size=OUTBOX_SIZE, page_timeout=30)
+def start_push(client: ProtocolClient, count: int, pad: int) -> int:
+    """Have the page publish ``count`` ``take(n, pad)`` calls with no flow control."""
+    probe = client.widget("first")
+    status, body = client.post_raw(
+        {
+            "messages": [
+                {
+                    "seq": 1,
+                    "type": "call",
+                    "widget": probe,
+                    "method": "push",
+                    "args": [count],
+                    "kwargs": {"pad": pad},
+                }
+            ]
+        }
+    )
+    assert (status, body) == (200, {"results": [{"seq": 1, "ok": True}]})
+    return probe
+
+
+def read_until_cut(stream: EventStream, limit: int) -> list[int]:
+    """Ids of the messages the cut stream delivered; they must be 1..k."""
+    events = stream.until_end(timeout=30, limit=limit)
+    assert not [e for e in events if e.event == "gone"]  # cut, not gone
+    ids = [int(e.id) for e in events if e.event == "message"]
+    assert ids == list(range(1, len(ids) + 1))
+    return ids
+
+
+def watch_until_cut(
+    server_url: str, page_id: str, probe: int, count: int, outbox_size: int
+) -> dict[str, Any]:
+    """Poll the page until the push is done and the stream was cut; check the
+    outbox bound on every sample."""
+    samples: list[dict[str, Any]] = []
+
+    def pushed_and_cut() -> bool:
+        samples.append(page_state(server_url, page_id))
+        state = samples[-1]
+        return bool(
+            state["probes"][str(probe)]["pushed"] == count
+            and state["stream_cuts"]
+            and not state["stream_attached"]
+        )
+
+    # The publisher is never held up by the stuck reader, and the server lets
+    # go of the stream while the client is still not reading.
+    wait_until(pushed_and_cut, timeout=30, interval=0.01)
+    for state in samples:
+        assert state["outbox_len"] <= outbox_size
+    return samples[-1]
+
+
+@pytest.mark.parametrize(
+    ("outbox_size", "reason"),
+    [
+        # The backlog bound (half the outbox) is passed long before 2 heartbeats.
+        (400, "too far behind"),
+        # A backlog far below the bound: the blocked write's time bound cuts it.
+        (10_000, "write blocked"),
+    ],
+)
+def test_stuck_reader_is_cut_and_resumes_by_replay_exactly_once(
+    server_factory: Any, outbox_size: int, reason: str
+) -> None:
+    count, pad = 390, 64_000  # 25 MB: the socket buffers hold a few MB at most
+    server = server_factory(heartbeat=HEARTBEAT, outbox_size=outbox_size, page_timeout=30)
     with ProtocolClient(server.url).open() as client:
         client.session.mount("http://", SmallBufferAdapter(rcvbuf=4096))
-        probe = client.widget("first")
         stream = client.stream(read_timeout=10)
         try:
-            wait_until(lambda: page_state(server.url, client.page_id)["stream_attached"], timeout=5)
-            status, body = client.post_raw(
-                {
-                    "messages": [
-                        {
-                            "seq": 1,
-                            "type": "call",
-                            "widget": probe,
-                            "method": "push",
-                            "args": [COUNT],
-                            "kwargs": {"pad": PAD},
-                        }
-                    ]
-                }
-            )
-            assert (status, body) == (200, {"results": [{"seq": 1, "ok": True}]})
-
-            samples: list[dict[str, Any]] = []
-
-            def pushed_all() -> bool:
-                samples.append(page_state(server.url, client.page_id))
-                return samples[-1]["probes"][str(probe)]["pushed"] == COUNT
-
-            # The publisher is never held up by the stuck reader.
-            wait_until(pushed_all, timeout=30, interval=0.01)
-            for state in samples:
-                assert state["outbox_len"] <= OUTBOX_SIZE
-                assert state["outbox_bytes"] <= OUTBOX_SIZE * (PAD + 200)
-            final = samples[-1]
-            assert final["last_seq"] == COUNT
-            assert final["probes"][str(probe)]["max_outbox"] == OUTBOX_SIZE
-            assert final["stream_attached"]  # still stuck in a blocked write
-
-            # The reader wakes up: whatever reached it is complete and in
-            # order, and then the stream says why it stops.
-            events = stream.until_end(timeout=30, limit=COUNT + 100)
+            wait_until(lambda: page_state(server.url, client.page_id)["stream_attached"])
+            probe = start_push(client, count, pad)
+            final = watch_until_cut(server.url, client.page_id, probe, count, outbox_size)
+            assert final["stream_cuts"] == [reason]
+            assert final["last_seq"] == count
+            first = read_until_cut(stream, limit=count + 100)
         finally:
             stream.close()
+        assert len(first) < count  # the cut really interrupted it
 
-    messages = [e for e in events if e.event == "message"]
-    assert messages, "the client got nothing before gone"
-    assert [int(e.id) for e in messages] == list(range(1, len(messages) + 1))
-    assert [e.json()["args"][0] for e in messages] == list(range(len(messages)))
-    assert len(messages) < COUNT - OUTBOX_SIZE  # the rest was dropped, and...
-    assert events[-1].event == "gone"  # ...said so
-    assert events[-1].json() == {"reason": "outbox-trimmed"}
-    assert stream.error is None  # the server ended the stream itself
+        # The browser's reconnect: Last-Event-ID acknowledges, the rest is replayed.
+        last = first[-1] if first else 0
+        with client.stream(last_event_id=last, read_timeout=10) as replay:
+            rest = replay.events(count - last, timeout=30)
+        assert [e.event for e in rest] == ["message"] * (count - last)
+        ids = first + [int(e.id) for e in rest]
+        assert ids == list(range(1, count + 1))  # each once, in order
+        assert [e.json()["args"][0] for e in rest] == list(range(last, count))
+        state = page_state(server.url, client.page_id)
+        assert state["stream_cuts"] == [reason]  # the replay kept up: not cut again
+
+
+def test_flood_past_the_outbox_is_cut_then_gone_not_a_gap(server_factory: Any) -> None:
+    outbox_size, count, pad = 50, 5_000, 4_000  # ~20 MB with no flow control
+    server = server_factory(heartbeat=HEARTBEAT, outbox_size=outbox_size, page_timeout=30)
+    with ProtocolClient(server.url).open() as client:
+        client.session.mount("http://", SmallBufferAdapter(rcvbuf=4096))
+        stream = client.stream(read_timeout=10)
+        try:
+            wait_until(lambda: page_state(server.url, client.page_id)["stream_attached"])
+            probe = start_push(client, count, pad)
+            final = watch_until_cut(server.url, client.page_id, probe, count, outbox_size)
+            assert final["last_seq"] == count
+            assert final["outbox_bytes"] <= outbox_size * (pad + 200)
+            assert final["probes"][str(probe)]["max_outbox"] == outbox_size
+            first = read_until_cut(stream, limit=count + 100)
+        finally:
+            stream.close()
+        assert len(first) < count - outbox_size  # the rest was dropped, and...
+        with client.stream(last_event_id=first[-1] if first else 0) as again:
+            events = again.until_end(timeout=5)
+        # ...the reconnect is told so.
+        assert [(e.event, e.json()) for e in events] == [("gone", {"reason": "outbox-trimmed"})]
 
 
 def test_slow_consumer_reconnecting_after_trim_gets_gone(server_factory: Any) -> None:
-    server = server_factory(heartbeat=0.5, outbox_size=OUTBOX_SIZE)
+    outbox_size = 50
+    server = server_factory(heartbeat=HEARTBEAT, outbox_size=outbox_size)
     with ProtocolClient(server.url).open() as client:
         probe = client.widget("first")
         status, _ = client.post_raw(
@@ -93,14 +157,14 @@ def test_slow_consumer_reconnecting_after_trim_gets_gone(server_factory: Any) ->
                         "type": "call",
                         "widget": probe,
                         "method": "publish",
-                        "args": [OUTBOX_SIZE * 4],
+                        "args": [outbox_size * 4],
                     }
                 ]
             }
         )
         assert status == 200
         state = page_state(server.url, client.page_id)
-        assert (state["outbox_len"], state["last_seq"]) == (OUTBOX_SIZE, OUTBOX_SIZE * 4)
+        assert (state["outbox_len"], state["last_seq"]) == (outbox_size, outbox_size * 4)
         with client.stream(last_event_id=0) as stream:
             events = stream.until_end(timeout=5)
         assert [(e.event, e.json()) for e in events] == [("gone", {"reason": "outbox-trimmed"})]

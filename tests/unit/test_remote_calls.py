@@ -1,14 +1,15 @@
-"""Server → browser calls: the message, answers, errors, timeouts, closed pages."""
+"""Server → browser calls: the message, answers, errors, timeouts, cancellation, closed pages."""
 
 from __future__ import annotations
 
 from time import monotonic
 from typing import Callable
 
+import gevent
 import pytest
 from flask import Flask
 
-from flask_athena import CallTimeout, ConnectionLost, RemoteError
+from flask_athena import CallCancelled, CallTimeout, ConnectionLost, RemoteError
 from flask_athena.testing import AthenaClient, TestPage
 
 from .widgets import Recorder, element, state_of
@@ -85,6 +86,59 @@ def test_reaper_expires_calls_past_the_call_timeout(
     with pytest.raises(CallTimeout):
         call.get(timeout=0)
     assert page.live._pending == {}
+    # The browser is told the server stopped waiting (its signal aborts).
+    assert page.received()[-1] == {"type": "cancel", "call": call.call_id}
+
+
+def test_a_longer_get_timeout_keeps_the_reaper_from_expiring_the_call(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(lambda: [Recorder()], ATHENA_CALL_TIMEOUT=5)
+    page = AthenaClient(app).open()
+    call = element(page).call_remote("ask")
+    waiter = gevent.spawn(call.get, 60)  # this call may take a minute
+    gevent.sleep(0)
+    state_of(app).reap(monotonic() + 30)
+    assert not call.ready()
+    page.answer(call.call_id, "slow but fine")
+    assert waiter.get(timeout=1) == "slow but fine"
+
+
+def test_cancel_fails_get_tells_the_browser_and_ignores_the_late_answer(page: TestPage) -> None:
+    call = element(page).call_remote("ask")
+    assert call.cancel() is True
+    with pytest.raises(CallCancelled):
+        call.get(timeout=1)
+    sent = page.received()
+    assert [m["type"] for m in sent] == ["call", "cancel"]
+    assert sent[-1] == {"type": "cancel", "call": call.call_id}
+    assert page.live._pending == {}
+    page.answer(call.call_id, "late")  # ignored
+    with pytest.raises(CallCancelled):
+        call.get(timeout=0)
+    assert call.cancel() is False  # once
+    assert page.received() == []
+
+
+def test_cancel_wakes_a_greenlet_waiting_in_get(page: TestPage) -> None:
+    call = element(page).call_remote("ask")
+    waiter = gevent.spawn(call.get, 30)
+    gevent.sleep(0)
+    call.cancel()
+    waiter.join(timeout=1)
+    assert isinstance(waiter.exception, CallCancelled)
+
+
+def test_cancel_after_the_answer_or_close_does_nothing(page: TestPage) -> None:
+    answered = element(page).call_remote("ask")
+    page.answer(answered.call_id, 1)
+    assert answered.cancel() is False
+    assert answered.get(timeout=0) == 1
+    pending = element(page).call_remote("ask")
+    page.live.close("closed")
+    assert pending.cancel() is False
+    with pytest.raises(ConnectionLost):
+        pending.get(timeout=0)
 
 
 def test_closing_the_page_fails_pending_calls_with_connection_lost(page: TestPage) -> None:

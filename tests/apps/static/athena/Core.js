@@ -44,6 +44,17 @@ export class Probe extends Child {
 
   explode(message) { throw new RangeError(message); }
 
+  /** Waits until the server cancels this call (Probe.ask_and_cancel); records how. */
+  waitForCancel() {
+    const signal = Athena.callSignal(); // synchronously, before any await
+    return new Promise((resolve) => {
+      signal.addEventListener("abort", () => {
+        window.cancelSeen = { name: signal.reason.name, message: signal.reason.message };
+        resolve("an answer nobody waits for");
+      });
+    });
+  }
+
   rejectLater(message) {
     return new Promise((_, reject) => setTimeout(() => reject(new TypeError(message)), 20));
   }
