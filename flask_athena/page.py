@@ -107,7 +107,7 @@ class RemoteCall:
         if self._result.ready():
             return False
         self._fail(CallCancelled(f"call to {self.method!r} cancelled"))
-        self._page._forget_call(self.call_id)
+        self._page._cancel_call(self.call_id)
         return True
 
     def _fail(self, error: AthenaError) -> None:
@@ -304,17 +304,18 @@ class LivePage:
         """Fail server → browser calls past their deadline (run by the reaper)."""
         expired = [cid for cid, (_, deadline) in self._pending.items() if deadline <= now]
         for cid in expired:
-            call, _ = self._pending[cid]
+            # The browser is not told: most calls are fire-and-forget, and a
+            # page offline past the timeout would get a cancel for each.
+            call, _ = self._pending.pop(cid)
             call._fail(CallTimeout(f"no answer to {call.method!r} in time"))
-            self._forget_call(cid)
 
     def _extend_deadline(self, call_id: int, deadline: float) -> None:
         entry = self._pending.get(call_id)
         if entry is not None and entry[1] < deadline:
             self._pending[call_id] = (entry[0], deadline)
 
-    def _forget_call(self, call_id: int) -> None:
-        """Stop tracking a call that ended unanswered; tell the browser."""
+    def _cancel_call(self, call_id: int) -> None:
+        """Stop tracking a cancelled call; tell the browser."""
         if self._pending.pop(call_id, None) is not None and not self.closed:
             self.outbox.publish(cancel_message(call_id))
 

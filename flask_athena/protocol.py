@@ -99,7 +99,7 @@ def detach_message(widget: int) -> str:
 
 
 def cancel_message(call: int) -> str:
-    """The server stopped waiting for call ``call`` (cancelled or timed out)."""
+    """The server cancelled call ``call`` (:meth:`RemoteCall.cancel`)."""
     return f'{{"type":"cancel","call":{call}}}'
 
 

@@ -1094,8 +1094,8 @@ export const Athena = Object.freeze({
    * method the server called (a widget method or a registered global). Read
    * it synchronously, before the method's first `await`; elsewhere it is
    * `undefined`. It aborts when the server cancels the call
-   * (`RemoteCall.cancel()`), stops waiting for it (timeout), or the page is
-   * gone; the method's result is then not sent.
+   * (`RemoteCall.cancel()`) or the page is gone; the method's result is then
+   * not sent.
    * @returns {AbortSignal|undefined}
    */
   callSignal() { return currentCallSignal; },

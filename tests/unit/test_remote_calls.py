@@ -86,8 +86,9 @@ def test_reaper_expires_calls_past_the_call_timeout(
     with pytest.raises(CallTimeout):
         call.get(timeout=0)
     assert page.live._pending == {}
-    # The browser is told the server stopped waiting (its signal aborts).
-    assert page.received()[-1] == {"type": "cancel", "call": call.call_id}
+    # Not a cancellation: the browser is not told (fire-and-forget calls of
+    # an offline page would each add a message).
+    assert [m["type"] for m in page.received()] == ["call"]
 
 
 def test_a_longer_get_timeout_keeps_the_reaper_from_expiring_the_call(
