@@ -66,6 +66,14 @@ class Probe(LiveElement):
         return athena.broadcast(ROOM, "hear", os.getpid(), text)
 
     @expose
+    def flood(self, count: int, size: int) -> int:
+        """Publish ``count`` ``take(n, filler)`` calls of ``size`` bytes at once (bounded)."""
+        filler = "x" * min(size, 2_000_000)
+        for n in range(min(count, 100)):
+            self.call_remote("take", n, filler)
+        return os.getpid()
+
+    @expose
     def ping_back(self, text: str) -> int:
         """A direct server → browser call of this page only."""
         self.call_remote("pong", text)

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.integration.redis_support import Page, RedisServer, Stream, redis_server
+from tests.protocol_client import SmallBufferAdapter, SSEParser
 from tests.support import LiveServer, wait_until
 
 pytestmark = pytest.mark.integration
@@ -172,6 +173,54 @@ def test_replay_from_redis_on_any_worker_and_the_outbox_stays_bounded(
         assert late.gone == "outbox-trimmed"
     assert page.close() == 204
     wait_until(lambda: not redis_server.client().exists(stream_key, f"athena:page:{page.id}"))
+
+
+def test_a_stuck_stream_on_another_worker_is_cut_and_resumes_by_replay(
+    server: LiveServer,
+) -> None:
+    page = Page(server.url)
+    # A reader with a 4 KiB receive buffer, on a worker that does not own the page.
+    for _ in range(40):
+        session = requests.Session()
+        session.mount("http://", SmallBufferAdapter(rcvbuf=4096))
+        session.cookies.update(page.cookies)
+        if int(session.get(server.url + "/whoami", timeout=5).text) != page.owner:
+            break
+        session.close()
+    else:
+        raise AssertionError("never landed on another worker")
+    count, size = 15, 1_000_000  # 15 MB: far more than the socket buffers hold
+    with session:
+        response = session.get(
+            server.url + page.config["events"],
+            headers={"Last-Event-ID": "0"},
+            stream=True,
+            timeout=(5, 10),
+        )
+        page.call("flood", count, size)
+        # The reader reads nothing: that worker's write blocks, and past two
+        # heartbeats (1 s here) plus a reaper round the stream is cut.
+        time.sleep(3)
+        parser, ids, ended_by = SSEParser(), [], None
+        try:
+            for chunk in response.iter_content(None):
+                for event in parser.feed(chunk):
+                    assert event.event != "gone"
+                    if event.id is not None:
+                        ids.append(int(event.id))
+        except requests.RequestException as exc:  # cut mid-chunk
+            ended_by = exc
+    assert ids == list(range(1, len(ids) + 1))
+    assert len(ids) < count, ended_by  # cut, not read to the end
+    # The browser's reconnect, on any worker: the rest, once each, in order.
+    stream = Stream(page)
+    stream.last = len(ids)
+    stream.start()
+    wait_until(lambda: stream.last == count, timeout=20)
+    stream.stop()
+    assert [seq for seq, _ in stream.messages] == list(range(len(ids) + 1, count + 1))
+    assert [m["args"][0] for _, m in stream.messages] == list(range(len(ids), count))
+    assert page.close() == 204
 
 
 def test_owner_killed_its_pages_are_gone_others_keep_working(
