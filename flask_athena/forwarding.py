@@ -236,19 +236,26 @@ class RemoteEventStream(StreamBody):
         yield sse_retry(retry_ms) + b"".join(frames)
         heartbeat = self._state.config.heartbeat
         broker, reader = self._broker, self._reader
-        last_write = monotonic()
+        last_write = last_poll = monotonic()
         while True:
             woke = reader.wait(min(heartbeat, _OWNER_CHECK))
             try:
-                generation, fresh = reader.poll(cursor)
-                if generation is None:
-                    yield gone_event("closed")
-                    return
-                if generation > self._generation:
-                    return  # replaced by a newer stream of the same page
-                if fresh is None:
-                    yield gone_event("outbox-trimmed")
-                    return
+                fresh: list[bytes] | None = []
+                # Redis is read when woken, and once a heartbeat in case a
+                # wake-up was lost; otherwise only the owner's liveness is
+                # checked (cached per worker: thousands of idle streams cost
+                # one Redis call a second, not one each).
+                if woke or monotonic() - last_poll >= heartbeat:
+                    last_poll = monotonic()
+                    generation, fresh = reader.poll(cursor)
+                    if generation is None:
+                        yield gone_event("closed")
+                        return
+                    if generation > self._generation:
+                        return  # replaced by a newer stream of the same page
+                    if fresh is None:
+                        yield gone_event("outbox-trimmed")
+                        return
                 if not woke and not fresh and not broker.alive(self._owner):
                     broker.locate(self._reader.page_id)  # deletes the dead owner's page
                     yield gone_event("owner-gone")

@@ -403,11 +403,6 @@ class RedisBroker:
             if outbox.reader is not None:
                 pipe.publish(wake_channel(outbox.reader), json.dumps({"k": "wake", "p": pid}))
         pipe.execute(raise_on_error=False)
-        for op, outbox, seq, _ in batch:
-            if op == "xadd":
-                outbox.flushed_seq = max(outbox.flushed_seq, seq)
-        for outbox in woken.values():
-            outbox._set_event()
 
     def _beat_forever(self) -> None:
         """Keep this worker's liveness key and its pages' TTLs fresh."""

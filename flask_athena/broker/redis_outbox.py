@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from gevent.event import Event
 
+from .memory import MemoryOutbox
+
 if TYPE_CHECKING:
     from .redis import RedisBroker
 
@@ -69,6 +71,12 @@ def entry_seq(entry_id: str) -> int:
 class RedisOutbox:
     """The owner's handle on one page's stream (see :class:`~flask_athena.broker.Outbox`).
 
+    Every message goes to Redis (for replay on any worker) and stays in a
+    local :class:`~flask_athena.broker.memory.MemoryOutbox` too, so a stream
+    the owner serves itself never reads Redis: a broadcast that wakes
+    thousands of streams costs no Redis round trip per stream. Both copies
+    are trimmed by the same acks and bounded by the same size.
+
     :meth:`publish` never blocks: the message is numbered at once and queued
     for the broker's writer greenlet, which keeps the order.
     """
@@ -77,49 +85,44 @@ class RedisOutbox:
         self._broker = broker
         self.page_id = page_id
         self.size = size
-        self.last_seq = 0
-        #: Highest seq the browser acknowledged (as far as this worker knows).
-        self.acked = 0
-        self.on_backlog: Callable[[], None] | None = None
-        #: Highest seq the writer has stored in Redis.
-        self.flushed_seq = 0
+        self._frames = MemoryOutbox(size)
         self.closed = False
+        self.on_backlog: Callable[[], None] | None = None
         #: Worker id serving this page's stream when that is another worker.
         self.reader: str | None = None
-        self._event: Event | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return self._frames.last_seq
+
+    def __len__(self) -> int:
+        return len(self._frames)
 
     def publish(self, data: str) -> int:
-        if self.closed:  # nobody reads a closed page; keep no key for it
-            self.last_seq += 1
-            return self.last_seq
-        self._broker._enqueue(("xadd", self, self.last_seq + 1, data))
-        self.last_seq += 1
-        if self.on_backlog is not None and self.last_seq - self.acked > self.size // 2:
+        if not self.closed:  # nobody reads a closed page; keep no key for it
+            # Queued first: when Redis is not keeping up this raises, and the
+            # message exists nowhere (no copy only this worker has).
+            self._broker._enqueue(("xadd", self, self.last_seq + 1, data))
+        seq = self._frames.publish(data)
+        if self.on_backlog is not None and len(self._frames) > self.size // 2:
             self.on_backlog()
-        return self.last_seq
+        return seq
 
     def ack(self, seq: int) -> None:
+        self._frames.ack(seq)
         if not self.closed and seq > 0:
-            self.acked = max(self.acked, min(seq, self.last_seq))
-            self._broker._enqueue(("ack", self, self.acked, ""))
+            self._broker._enqueue(("ack", self, min(seq, self.last_seq), ""))
 
     def read(self, after: int) -> list[bytes] | None:
-        if self.closed or after > self.last_seq:
-            return None
-        return self._broker.read_stream(self.page_id, after, self.last_seq)
+        return self._frames.read(after)
 
     def wait(self, after: int, timeout: float) -> bool:
-        if self.closed or self.flushed_seq > after:
-            return True
-        event = self._event
-        if event is None or event.is_set():
-            event = self._event = Event()
-        return bool(event.wait(timeout))
+        return self._frames.wait(after, timeout)
 
     def wake(self) -> None:
         # A newer stream replaces the current one: end a local one now, and
         # tell a remote one (it compares the page's ``gen`` with its own).
-        self._set_event()
+        self._frames.wake()
         # The wake goes to the reader of *now* (the one being replaced).
         self._broker._enqueue(("gen", self, 0, self.reader or ""))
 
@@ -127,12 +130,8 @@ class RedisOutbox:
         if self.closed:
             return
         self.closed = True
-        self._set_event()
+        self._frames.close()
         self._broker._enqueue(("close", self, 0, ""))
-
-    def _set_event(self) -> None:
-        if self._event is not None:
-            self._event.set()
 
 
 class RedisReader:

@@ -143,6 +143,36 @@ def test_streams_on_other_workers_and_broadcast_reaches_every_page_once_in_order
     wait_until(lambda: not redis_server.keys("athena:page:*") + redis_server.keys("athena:out:*"))
 
 
+def test_streams_served_by_the_owner_read_no_redis_stream(
+    server: LiveServer, redis_server: RedisServer
+) -> None:
+    pages = pages_on_workers(server.url, owners=2)
+    streams = [Stream(page, want=page.owner) for page in pages]
+    for stream in streams:
+        stream.start()
+    wait_until(lambda: all(s.served_by for s in streams), timeout=10)
+    time.sleep(0.3)  # connected() joined the room on every owner
+
+    def xranges() -> int:
+        stats = redis_server.client().info("commandstats")
+        return int(stats.get("cmdstat_xrange", {}).get("calls", 0))
+
+    before = xranges()
+    texts = [f"o{i}" for i in range(5)]
+    for text in texts:
+        pages[0].call("shout", text)
+    wait_until(lambda: all(len(s.heard()) >= len(texts) for s in streams), timeout=10)
+    # Each owner keeps a local copy of its pages' messages: a broadcast that
+    # wakes every stream costs no Redis read per stream.
+    assert xranges() == before
+    for stream in streams:
+        assert [args[1] for args in stream.heard()] == texts
+    for page in pages:
+        assert page.close() == 204
+    for stream in streams:
+        stream.join(timeout=5)
+
+
 def test_replay_from_redis_on_any_worker_and_the_outbox_stays_bounded(
     server: LiveServer, redis_server: RedisServer
 ) -> None:
