@@ -198,7 +198,7 @@ class SSEConn(Conn):
                 self._ack_wanted = False
                 try:
                     await self.post_control(messages)
-                except (OSError, HttpError) as exc:
+                except Exception as exc:  # counted and reported; the lane never dies silently
                     self.client.error(f"control:{type(exc).__name__}")
                     return
         finally:
@@ -269,8 +269,10 @@ class AthenaConn(SSEConn):
     async def _post(self, messages: list[bytes]) -> bytes:
         ack = self.last_id
         body = b'{"ack":%d,"messages":[%s]}' % (ack, b",".join(messages))
+        # Idempotent (docs/protocol.rst): a sequenced batch sent again is answered
+        # from the server's record; results and acks may arrive twice.
         status, _, reply = await self.client.http.request(
-            "POST", self.config["calls"], body, self.post_headers
+            "POST", self.config["calls"], body, self.post_headers, idempotent=True
         )
         if status != 200:
             raise HttpError(f"calls answered {status}: {reply[:200]!r}")
@@ -317,7 +319,11 @@ class RawConn(SSEConn):
     async def post_control(self, messages: list[bytes]) -> None:
         body = b'{"results":[%s]}' % b",".join(messages)
         status, _, reply = await self.client.http.request(
-            "POST", "/results/" + self.id, body, b"Content-Type: application/json\r\n"
+            "POST",
+            "/results/" + self.id,
+            body,
+            b"Content-Type: application/json\r\n",
+            idempotent=True,  # a result answered twice is ignored
         )
         if status != 200:
             raise HttpError(f"results answered {status}")
@@ -325,7 +331,7 @@ class RawConn(SSEConn):
     async def call(self, value: Any) -> Any:
         body = b'{"method":"echo","args":[%s]}' % json.dumps(value).encode()
         status, _, reply = await self.client.http.request(
-            "POST", "/call", body, b"Content-Type: application/json\r\n"
+            "POST", "/call", body, b"Content-Type: application/json\r\n", idempotent=True
         )
         if status != 200:
             raise HttpError(f"call answered {status}")

@@ -91,6 +91,8 @@ class Context:
     profile: set[str] = field(default_factory=set)
     only: set[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: PIDs of the services the target runs with (redis-server)
+    service_pids: list[int] = field(default_factory=list)
     #: the Athena client's ack policy (messages, seconds); None: athena.js's
     ack: tuple[int, float] | None = None
 
@@ -255,7 +257,9 @@ def idle_pages(target: Target, ctx: Context) -> dict[str, Any]:
     result: dict[str, Any] = {"levels": levels}
     with ctx.server(target, "f1") as server:
         procs: list[ClientProc] = []
-        monitor = LoadMonitor(lambda: [os.getpid(), *server.pids(), *(c.pid for c in procs)])
+        monitor = LoadMonitor(
+            lambda: [os.getpid(), *server.pids(), *ctx.service_pids, *(c.pid for c in procs)]
+        )
         try:
             procs = [ctx.client(target, server.port, 8) for _ in range(p.f1_procs)]
             warm = procs[0].call("open", n=F1_WARM)
@@ -460,6 +464,8 @@ def server_calls(server: Server, client: ClientProc, ctx: Context) -> dict[str, 
                 "client_busy": r["client_cpu"] / r["client_wall"],
             }
         )
+        if "per_worker" in r:  # Redis targets: [clients, round trips] on each worker
+            reps[-1]["per_worker"] = r["per_worker"]
         time.sleep(0.5)
     best = _best(reps, "round_trips_per_s")
     return {
@@ -510,7 +516,9 @@ def connected_figures(target: Target, ctx: Context) -> dict[str, Any]:
     with ctx.server(target, "f2-f6") as server:
         client: ClientProc | None = None
         monitor = LoadMonitor(
-            lambda: [os.getpid(), *server.pids()] + ([client.pid] if client else [])
+            lambda: (
+                [os.getpid(), *server.pids(), *ctx.service_pids] + ([client.pid] if client else [])
+            )
         )
         try:
             client = ctx.client(target, server.port, 128)
@@ -519,6 +527,9 @@ def connected_figures(target: Target, ctx: Context) -> dict[str, Any]:
                 raise RuntimeError(
                     f"could not connect {ctx.params.pages} pages: {opened['errors']}"
                 )
+            if target.scale_out:
+                # How the kernel spread the pages over the workers (their owners).
+                out["_spread"] = server.get("/bench/stats")
             for figure in todo:
                 try:
                     with profiled(ctx, target, figure, server):
@@ -531,6 +542,11 @@ def connected_figures(target: Target, ctx: Context) -> dict[str, Any]:
                 "unexpected_stream_closes": status["closed_streams"],
                 "errors": status["errors"],
                 "requests": status["requests"],
+                # keep-alive connections: opened, requests sent again after the
+                # server closed one, idle ones dropped before reuse
+                "connects": status["connects"],
+                "retries": status["retries"],
+                "stale_dropped": status["stale_dropped"],
             }
             out["_foreign_load_cores"] = monitor.foreign_cores()
         finally:

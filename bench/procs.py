@@ -196,6 +196,11 @@ class Server:
             result: dict[str, Any] = json.loads(reply.read())
             return result
 
+    def get(self, path: str, timeout: float = 30) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as reply:
+            result: dict[str, Any] = json.loads(reply.read())
+            return result
+
     def stop(self) -> None:
         if self.proc is not None:
             _stop(self.proc)

@@ -166,6 +166,16 @@ def _f1_held(figures: dict[str, Any]) -> str:
     return f"{f1.get('max_held', 0):,} ({push.get('reached', 0):,} got a push)"
 
 
+def _spread(figures: dict[str, Any]) -> str:
+    f7 = figures.get("F7")
+    if not f7:
+        return "-"
+    if f7.get("supported") is False:
+        return "n/s"
+    pages = f7.get("pages_per_worker")
+    return " + ".join(f"{n:,}" for n in pages) if pages else "-"
+
+
 def table_rows(levels: list[int]) -> list[Row]:
     rows: list[Row] = [("F1 idle pages held, zero failures", _f1_held)]
     rows += [(f"F1 RSS KiB/page @ {lv:,}", _f1_level(lv)) for lv in levels]
@@ -185,7 +195,10 @@ def table_rows(levels: list[int]) -> list[Row]:
         ("F5 p99 ms", _fig("F5", "p99_ms")),
         ("F6 replay 1,000 messages: median ms", _fig("F6", "median_ms")),
         ("F6 replay: p99 ms", _fig("F6", "p99_ms")),
-        ("F7 per worker (Redis)", _fig("F7", "deliveries_per_s_per_worker")),
+        ("F7 per worker (Redis): deliveries/s", _fig("F7", "deliveries_per_s_per_worker")),
+        ("F7 per worker: calls/s at c=100", _fig("F7", "calls_per_s_per_worker")),
+        ("F7 per worker: round trips/s", _fig("F7", "round_trips_per_s_per_worker")),
+        ("F7 pages owned per worker (F2-F6)", _spread),
     ]
     return rows
 

@@ -77,8 +77,9 @@ def machine() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def services(target: Target, logs: Path) -> Iterator[dict[str, str]]:
-    """Start what ``target.services`` names; yield the environment the app needs."""
+def services(target: Target, logs: Path) -> Iterator[tuple[dict[str, str], list[int]]]:
+    """Start what ``target.services`` names; yield the environment the app needs
+    and the services' PIDs (their CPU is the target's, not other load)."""
     env: dict[str, str] = {}
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -117,7 +118,7 @@ def services(target: Target, logs: Path) -> Iterator[dict[str, str]]:
                     raise RuntimeError("redis-server did not start")
                 time.sleep(0.1)
             env["ATHENA_BROKER_URL"] = f"redis://127.0.0.1:{port}/0"
-        yield env
+        yield env, [proc.pid for proc in procs]
     finally:
         for proc in procs:
             proc.terminate()
@@ -142,9 +143,10 @@ def run_target(target: Target, ctx: figures.Context) -> dict[str, Any]:
     waited = figures.wait_quiet(ctx.params.quiet_wait)
     entry["waited_for_quiet_s"] = round(waited, 1)
     results: dict[str, Any] = {}
+    spread: dict[str, Any] | None = None
     started = time.monotonic()
-    with services(target, ctx.logs) as env:
-        ctx.env = env
+    with services(target, ctx.logs) as (env, service_pids):
+        ctx.env, ctx.service_pids = env, service_pids
         if ctx.wanted("F1"):
             print(f"  {target.name}: F1 idle pages {ctx.params.levels}", flush=True)
             try:
@@ -161,34 +163,46 @@ def run_target(target: Target, ctx: figures.Context) -> dict[str, Any]:
                 if ctx.wanted(f)
             }
         entry["client"] = session.pop("_client", None)
+        spread = session.pop("_spread", None)
         entry["foreign_load_cores"] = {
             "F1": results.get("F1", {}).get("foreign_load_cores"),
             "F2-F6": session.pop("_foreign_load_cores", None),
         }
         results.update(session)
     if ctx.wanted("F7"):
-        results["F7"] = per_worker(target, results)
+        results["F7"] = per_worker(target, results, spread)
     entry["figures"] = results
     entry["seconds"] = round(time.monotonic() - started, 1)
     return entry
 
 
-def per_worker(target: Target, results: dict[str, Any]) -> dict[str, Any]:
-    """F7: the push and call figures divided by the number of workers (Redis only)."""
+def per_worker(
+    target: Target, results: dict[str, Any], spread: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """F7: the push and call figures divided by the number of workers (Redis only).
+
+    ``spread`` is ``/bench/stats`` once the F2–F6 pages were open: how many
+    each worker owns (the kernel hands connections to the workers).
+    """
     if not target.scale_out:
         return {"supported": False, "reason": "Redis scale-out targets only"}
+    missing = [f for f in ("F3", "F4", "F5") if "error" in results.get(f, {"error": "-"})]
 
     def each(figure: str, key: str) -> Any:
         value = results.get(figure, {}).get(key)
         return value / target.workers if isinstance(value, (int, float)) else None
 
-    return {
+    out = {
         "workers": target.workers,
         "deliveries_per_s_per_worker": each("F3", "deliveries_per_s"),
         "calls_per_s_per_worker": each("F4", "calls_per_s"),
         "round_trips_per_s_per_worker": each("F5", "round_trips_per_s"),
         "fanout_median_ms": results.get("F2", {}).get("median_ms"),
+        "pages_per_worker": spread.get("per_worker") if spread else None,
     }
+    if missing:
+        out["not_measured"] = f"{', '.join(missing)} not measured in this run"
+    return out
 
 
 def client_bound(results: dict[str, Any], limit: float = 0.9) -> list[str]:

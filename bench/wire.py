@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import time
 from typing import Callable, cast
 
 Response = tuple[int, dict[str, str], bytes]
@@ -33,6 +34,20 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     return int(parts[1]), headers
 
 
+#: A kept-alive connection idle for longer than this is closed instead of
+#: reused: well under the servers' keep-alive timeout (gunicorn
+#: ``--keep-alive 75``), as browsers do, so that a request seldom meets a
+#: connection the server is closing at that very moment.
+MAX_IDLE = 30.0
+
+
+class NotSent(ConnectionError):
+    """The request was never written: the connection was closed or closing.
+
+    Always safe to retry on another connection, whatever the method.
+    """
+
+
 class HttpConnection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection carrying one request at a time."""
 
@@ -42,20 +57,26 @@ class HttpConnection(asyncio.Protocol):
         self.waiter: asyncio.Future[Response] | None = None
         self.closed = False
         self.used = False
+        self.idle_since = 0.0
         self._head: tuple[int, dict[str, str], int, int] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, hence cast.
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
         if self.waiter is None:
-            return
+            return  # unsolicited bytes (an error page before closing): see reusable()
         if self._head is None:
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            status, headers = _parse_head(bytes(self.buf[:end]))
+            try:
+                status, headers = _parse_head(bytes(self.buf[:end]))
+            except HttpError as exc:
+                self._fail(exc)
+                return
             if "chunked" in headers.get("transfer-encoding", ""):
                 self._fail(HttpError("chunked reply to a plain request"))
                 return
@@ -74,46 +95,118 @@ class HttpConnection(asyncio.Protocol):
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
-        if self.transport is not None:
-            self.transport.close()
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionError("connection closed"))
+            waiter.set_exception(ConnectionError("connection closed before the whole reply"))
+
+    def reusable(self, now: float, max_idle: float) -> bool:
+        """Whether a request may be written here: open, quiet, not idle too long."""
+        transport = self.transport
+        return (
+            not self.closed
+            and transport is not None
+            and not transport.is_closing()
+            and self.waiter is None
+            and not self.buf
+            and now - self.idle_since <= max_idle
+        )
 
     def send(self, raw: bytes) -> asyncio.Future[Response]:
-        assert self.transport is not None and self.waiter is None
+        """Write one request; the future resolves with its reply.
+
+        Raises :class:`NotSent` (nothing was written) if the connection is
+        closed or closing: uvloop raises ``RuntimeError("unable to perform
+        operation on <TCPTransport closed=True ...>")`` on such a write, and
+        asyncio's own transports drop the bytes silently, so that the reply
+        would never come.
+        """
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            raise NotSent("the connection was closed before the request was written")
+        assert self.waiter is None
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            transport.write(raw)
+        except (RuntimeError, OSError) as exc:
+            self.waiter = None
+            waiter.cancel()
+            self.close()
+            raise NotSent(f"the request could not be written: {exc}") from exc
         self.used = True
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)
-        return self.waiter
+        return waiter
 
     def close(self) -> None:
+        self.closed = True
         if self.transport is not None:
             self.transport.close()
 
 
 class HttpClient:
-    """A bounded pool of keep-alive connections to one server."""
+    """A bounded pool of keep-alive connections to one server.
 
-    def __init__(self, host: str, port: int, size: int = 64) -> None:
+    A request meets a connection the server closed (its keep-alive timeout,
+    an error, a restart) in one of two ways, and both are survived:
+
+    * the close was seen before the request was written (or the write
+      failed): the connection is dropped and the request goes out on another
+      one, whatever the method;
+    * the server closed the connection after the request was written and
+      before the whole reply came: the request is sent once more on a new
+      connection only if it is ``idempotent`` (``GET``, and the POSTs a
+      caller says are: flask_athena's calls, whose sequenced batches are
+      answered from the server's record, results and acks), and only if the
+      connection was a reused one (a fresh connection failing is an error).
+
+    Idle connections older than ``max_idle`` are closed instead of reused.
+    """
+
+    def __init__(self, host: str, port: int, size: int = 64, max_idle: float = MAX_IDLE) -> None:
         self.host, self.port = host, port
         self.hostport = f"{host}:{port}".encode()
+        self.max_idle = max_idle
         self._idle: list[HttpConnection] = []
         self._slots = asyncio.Semaphore(size)
         self.requests = 0
+        #: connections opened, requests sent again, idle connections dropped
+        self.connects = 0
+        self.retries = 0
+        self.stale = 0
 
     async def _connect(self) -> HttpConnection:
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(HttpConnection, self.host, self.port)
+        self.connects += 1
         return conn
 
+    async def _take(self) -> HttpConnection:
+        t = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reusable(t, self.max_idle):
+                return conn
+            self.stale += 1
+            conn.close()
+        return await self._connect()
+
     async def request(
-        self, method: str, path: str, body: bytes = b"", headers: bytes = b""
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: bytes = b"",
+        idempotent: bool | None = None,
     ) -> Response:
-        """``headers`` is a pre-built block of ``Name: value\\r\\n`` lines."""
+        """``headers`` is a pre-built block of ``Name: value\\r\\n`` lines.
+
+        ``idempotent`` (default: ``GET`` and ``HEAD`` only) allows sending the
+        request again after the server closed a kept-alive connection under it.
+        """
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD")
         raw = b"".join(
             (
                 method.encode(),
@@ -130,21 +223,30 @@ class HttpClient:
             )
         )
         async with self._slots:
-            for attempt in range(2):
-                conn = self._idle.pop() if self._idle else await self._connect()
+            for attempt in (1, 2):
+                conn = await self._take()
                 reused = conn.used
                 try:
                     response = await conn.send(raw)
+                except NotSent:
+                    if attempt == 1:
+                        self.retries += 1
+                        continue
+                    raise
                 except ConnectionError:
                     conn.close()
-                    # A kept-alive connection the server closed meanwhile: retry once.
-                    if attempt == 0 and reused:
+                    if attempt == 1 and reused and idempotent:
+                        self.retries += 1
                         continue
+                    raise
+                except BaseException:  # cancelled or a bad reply: never reuse it
+                    conn.close()
                     raise
                 self.requests += 1
                 if response[1].get("connection", "").lower() == "close" or conn.closed:
                     conn.close()
                 else:
+                    conn.idle_since = time.monotonic()
                     self._idle.append(conn)
                 return response
         raise AssertionError("unreachable")

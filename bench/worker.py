@@ -183,7 +183,7 @@ class Worker:
                 t0 = now()
                 try:
                     answer = await asyncio.wait_for(conn.call(value), 30)
-                except (OSError, HttpError, asyncio.TimeoutError, KeyError) as exc:
+                except Exception as exc:  # counted and reported, never fatal to the figure
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                     continue
                 latencies.append(now() - t0)
@@ -251,6 +251,9 @@ class Worker:
             "closed_streams": self.c.closed_streams,
             "errors": self.c.errors,
             "requests": self.c.http.requests,
+            "connects": self.c.http.connects,
+            "retries": self.c.http.retries,
+            "stale_dropped": self.c.http.stale,
         }
 
     async def op_close(self) -> dict[str, Any]:

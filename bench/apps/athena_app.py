@@ -1,4 +1,4 @@
-"""flask_athena with the embedded (in-memory) broker, one gevent worker.
+"""flask_athena: the embedded (in-memory) broker, or Redis with one or more workers.
 
 Each page is what a browser would get: ``GET /`` renders a page with one
 ``Box`` widget (its own session), the client reads the ``athena-config``
@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask, render_template_string
 
 from flask_athena import Athena, LiveElement, expose
+from flask_athena.protocol import call_message, dumps
 
 from .control import SAYER, TEXT, install
 
@@ -57,14 +58,17 @@ class AthenaAdapter:
     def broadcast(self, k: int) -> int:
         return athena.broadcast("lobby", "hear", k, SAYER, TEXT)
 
-    def push_to(self, client_id: str, start: int, count: int) -> int:
-        box = athena.state(app).pages[client_id].elements[1]
-        box.join("replay")
-        try:
-            for k in range(start, start + count):
-                athena.broadcast("replay", "hear", k, SAYER, TEXT)
-        finally:
-            box.leave("replay")
+    def push_to(self, client_id: str, start: int, count: int) -> int | None:
+        page = athena.state(app).pages.get(client_id)
+        if page is None:
+            return None  # another worker owns it (Redis targets)
+        box = page.elements[1]
+        # What a broadcast does for each element it reaches, for this one
+        # element: queued in the page's outbox in order, at once. (A topic
+        # joined just for this and left right after would miss the last
+        # messages with Redis, whose broadcasts are delivered asynchronously.)
+        for k in range(start, start + count):
+            page.outbox.publish(call_message(None, box.id, "hear", dumps([k, SAYER, TEXT])))
         return count
 
     def call(self, handle: Any, k: int, timeout: float) -> Any:
@@ -74,4 +78,6 @@ class AthenaAdapter:
         return app.app_context()
 
 
-install(app, AthenaAdapter())
+# With Redis, /bench/s2c, /bench/push_to and /bench/stats act on the pages of
+# every worker (bench/apps/cluster.py); broadcasts reach every worker anyway.
+install(app, AthenaAdapter(), cluster_url=os.environ.get("ATHENA_BROKER_URL"))

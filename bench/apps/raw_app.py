@@ -119,8 +119,10 @@ class RawAdapter:
             client.send(data)
         return len(targets)
 
-    def push_to(self, client_id: str, start: int, count: int) -> int:
-        client = clients[client_id]
+    def push_to(self, client_id: str, start: int, count: int) -> int | None:
+        client = clients.get(client_id)
+        if client is None:
+            return None
         for k in range(start, start + count):
             client.send(dumps({"method": "hear", "args": [k, SAYER, TEXT]}))
         return count

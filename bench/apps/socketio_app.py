@@ -45,7 +45,7 @@ class SocketIOAdapter:
         socketio.emit("hear", [k, SAYER, TEXT])
         return len(sids)
 
-    def push_to(self, client_id: str, start: int, count: int) -> int:
+    def push_to(self, client_id: str, start: int, count: int) -> int | None:
         return -1  # no replay in Flask-SocketIO
 
     def call(self, handle: Any, k: int, timeout: float) -> Any:

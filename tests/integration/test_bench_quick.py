@@ -54,6 +54,16 @@ def test_bench_quick_writes_every_figure_for_every_available_target(tmp_path: Pa
     assert athena["F4"]["errors"] == 0
     assert athena["F5"]["errors"] == 0
     assert athena["F6"]["missing"] == 0
+    for name, target in available.items():
+        f7 = target["figures"]["F7"]
+        if f7.get("supported") is False:
+            continue
+        # Redis targets: the driver reached every worker's pages (bench/apps/cluster.py).
+        figures = target["figures"]
+        assert f7["workers"] == target["workers"], (name, f7)
+        assert sum(f7["pages_per_worker"]) == figures["F2"]["pages"], (name, f7)
+        assert figures["F5"]["errors"] == 0, (name, figures["F5"])
+        assert figures["F6"]["missing"] == 0, (name, figures["F6"])
     assert results["goals"], "no goal was evaluated"
     for png in (
         "f1_idle_pages.png",
