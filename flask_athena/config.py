@@ -27,7 +27,11 @@ DEFAULTS: dict[str, Any] = {
     "MAX_STREAMS_PER_SESSION": 32,
     "MAX_PENDING_CALLS": 1000,
     "ALLOWED_ORIGINS": (),
+    "FAST_CALLS": True,
 }
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class AthenaConfig:
     max_streams_per_session: int
     max_pending_calls: int
     allowed_origins: frozenset[str]
+    fast_calls: bool = True
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:
@@ -84,6 +89,11 @@ class AthenaConfig:
             raise ConfigurationError(
                 "ATHENA_ALLOWED_ORIGINS must be a list of origins like 'https://example.com'"
             )
+        fast = config["ATHENA_FAST_CALLS"]
+        if isinstance(fast, str) and fast.strip().lower() in _TRUE + _FALSE:
+            fast = fast.strip().lower() in _TRUE  # from config_from_env()
+        if not isinstance(fast, bool):
+            raise ConfigurationError(f"ATHENA_FAST_CALLS must be True or False, got {fast!r}")
         heartbeat = number("HEARTBEAT", float, 0.05)
         page_timeout = number("PAGE_TIMEOUT", float, 0.1)
         return cls(
@@ -98,6 +108,7 @@ class AthenaConfig:
             max_streams_per_session=number("MAX_STREAMS_PER_SESSION", int, 1),
             max_pending_calls=number("MAX_PENDING_CALLS", int, 1),
             allowed_origins=frozenset(o.rstrip("/") for o in origins),
+            fast_calls=fast,
         )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context, has_request_context, session
 
+from . import fastcalls
 from .config import DEFAULTS, AthenaConfig
 from .forwarding import run_forwarded
 from .page import LivePage
@@ -52,6 +53,8 @@ class Athena:
             # Requests other workers forward to this one run through the app.
             state.cluster.handler = partial(run_forwarded, app)
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
+        if config.fast_calls:
+            fastcalls.install(app, state)
 
     def state(self, app: Flask | None = None) -> AthenaState:
         """The per-app state (``app``, else the current app, else the app given

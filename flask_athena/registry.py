@@ -21,7 +21,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _MARK = "__athena_exposed__"
 _tables: dict[type, frozenset[str]] = {}
-_signatures: dict[Any, tuple[inspect.Signature, dict[str, Any]]] = {}
+#: function -> (signature, type hints, positional fast path or None)
+_signatures: dict[Any, tuple[inspect.Signature, dict[str, Any], _Positional | None]] = {}
+#: (class, name) -> the exposed function ``resolve`` found
+_resolved: dict[tuple[type, str], Callable[..., Any]] = {}
+
+
+class _Positional(typing.NamedTuple):
+    """A signature with only positional-or-keyword parameters."""
+
+    params: tuple[tuple[str, Any], ...]  # (name, hint or None), in order
+    required: int  # how many have no default
 
 
 def expose(func: F) -> F:
@@ -65,14 +75,18 @@ def exposed_names(cls: type) -> frozenset[str]:
 
 def resolve(obj: Any, name: str, reserved: frozenset[str] = frozenset()) -> Callable[..., Any]:
     """The bound exposed method ``name`` of ``obj``, or :class:`MethodNotFound`."""
-    if name in reserved or name not in exposed_names(type(obj)):
+    cls = type(obj)
+    if name in reserved or name not in exposed_names(cls):
         raise MethodNotFound()
-    # Look the attribute up on the class so a same-named instance attribute
-    # (data the app stored) cannot stand in for the method.
-    attr = inspect.getattr_static(type(obj), name, None)
-    if not inspect.isfunction(attr):
-        raise MethodNotFound()
-    method: Callable[..., Any] = attr.__get__(obj, type(obj))
+    attr = _resolved.get((cls, name))
+    if attr is None:
+        # Look the attribute up on the class so a same-named instance
+        # attribute (data the app stored) cannot stand in for the method.
+        attr = inspect.getattr_static(cls, name, None)
+        if not inspect.isfunction(attr):
+            raise MethodNotFound()
+        _resolved[(cls, name)] = attr
+    method: Callable[..., Any] = attr.__get__(obj, cls)
     return method
 
 
@@ -93,8 +107,22 @@ def bind(method: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) ->
         except Exception:  # unresolvable forward references: skip checking
             hints = {}
         hints.pop("return", None)
-        cached = _signatures[func] = (inspect.signature(method), hints)
-    sig, hints = cached
+        sig = inspect.signature(method)
+        params = sig.parameters.values()
+        fast = None
+        if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+            fast = _Positional(
+                tuple((p.name, hints.get(p.name)) for p in params),
+                sum(1 for p in params if p.default is inspect.Parameter.empty),
+            )
+        cached = _signatures[func] = (sig, hints, fast)
+    sig, hints, fast = cached
+    if fast is not None and not kwargs and fast.required <= len(args) <= len(fast.params):
+        # What sig.bind and the loop below do, for the common call shape.
+        for (name, hint), value in zip(fast.params, args):
+            if hint is not None and not _matches(value, hint):
+                raise BadArguments(f"argument {name!r} must be {_describe(hint)}")
+        return
     try:
         bound = sig.bind(*args, **kwargs)
     except TypeError as exc:

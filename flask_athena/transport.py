@@ -12,7 +12,8 @@ import hmac
 import logging
 from collections.abc import Generator
 
-from flask import Blueprint, Response, current_app, request, send_file, session
+from flask import Blueprint, Request, Response, current_app, request, send_file, session
+from flask.sessions import SessionMixin
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .broker.redis_outbox import RedisOutbox
@@ -105,16 +106,22 @@ def _unexpected(error: Exception) -> Response:
 # -- checks -------------------------------------------------------------------
 
 
-def _check_origin(state: AthenaState) -> None:
-    """Refuse cross-site POSTs (CSRF): same origin or an allowed one."""
-    origin = request.headers.get("Origin")
+def _check_origin(state: AthenaState, req: Request | None = None) -> None:
+    """Refuse cross-site POSTs (CSRF): same origin or an allowed one.
+
+    ``req`` defaults to the current request (the lean calls path of
+    ``fastcalls.py`` passes its own, outside any request context).
+    """
+    if req is None:
+        req = request
+    origin = req.headers.get("Origin")
     if origin is not None:
-        if origin.rstrip("/") == request.host_url.rstrip("/"):
+        if origin.rstrip("/") == req.host_url.rstrip("/"):
             return
         if origin.rstrip("/") in state.config.allowed_origins:
             return
         raise Forbidden("Cross-origin request refused.")
-    if request.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):
+    if req.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):
         return
     raise Forbidden("An Origin or Sec-Fetch-Site header is required.")
 
@@ -133,8 +140,8 @@ def _check_stream_origin(state: AthenaState) -> None:
         raise Forbidden("Cross-origin request refused.")
 
 
-def _check_session(page: LivePage) -> None:
-    key = session.get(SESSION_KEY)
+def _check_session(page: LivePage, sess: SessionMixin | None = None) -> None:
+    key = (session if sess is None else sess).get(SESSION_KEY)
     if not isinstance(key, str) or not hmac.compare_digest(key, page.session_key):
         raise Forbidden("This page belongs to another session.")
 
@@ -144,14 +151,17 @@ def _check_token(page: LivePage, token: object) -> None:
         raise Forbidden("Missing or wrong page token.")
 
 
-def _read_json_body(state: AthenaState) -> bytes:
-    if request.mimetype != "application/json":
+def _read_json_body(state: AthenaState, req: Request | None = None) -> bytes:
+    if req is None:
+        req = request
+    if req.mimetype != "application/json":
         raise UnsupportedMediaType()
     limit = state.config.max_body_size
-    if request.content_length is not None and request.content_length > limit:
+    length = req.content_length
+    if length is not None and length > limit:
         raise BodyTooLarge()  # refused before reading a byte
     try:
-        body: bytes = request.stream.read(limit + 1)
+        body: bytes = req.stream.read(limit + 1)
     except OSError:
         # The client went away mid-body (reset, proxy cut): nobody will read
         # the answer, and it is not a server error worth a traceback.
