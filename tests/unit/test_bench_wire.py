@@ -11,6 +11,7 @@ where asyncio silently drops the bytes).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -84,9 +85,26 @@ class Server:
                 pass
 
 
-def run(loop_factory: Callable[[], asyncio.AbstractEventLoop], main: Awaitable[None]) -> None:
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(main)  # type: ignore[arg-type]
+def run(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], main: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``main()`` on a new loop in a thread of its own: in the full suite
+    the browser tests' Playwright keeps a loop running in the main thread."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(main())  # type: ignore[arg-type]
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="bench-wire-test")
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the test's event loop did not finish in 60 s"
+    if errors:
+        raise errors[0]
 
 
 async def closed_seen(client: HttpClient) -> None:
@@ -115,7 +133,7 @@ def test_a_closed_keepalive_connection_is_never_written_to(loop_factory: Any) ->
             assert client.retries == 0
             await asyncio.sleep(0.01)  # let the transports finish closing
 
-    run(loop_factory, main())
+    run(loop_factory, main)
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS)
@@ -137,7 +155,7 @@ def test_a_write_on_a_closed_transport_is_sent_again(loop_factory: Any) -> None:
             assert server.connections == 2
             await asyncio.sleep(0.01)
 
-    run(loop_factory, main())
+    run(loop_factory, main)
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS)
@@ -156,7 +174,7 @@ def test_an_idempotent_request_dropped_unanswered_is_sent_again(loop_factory: An
             assert server.requests == 3  # a, b dropped, b again
             await asyncio.sleep(0.01)
 
-    run(loop_factory, main())
+    run(loop_factory, main)
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS)
@@ -178,7 +196,7 @@ def test_a_non_idempotent_request_dropped_unanswered_is_not_sent_again(
             assert server.requests == 3
             await asyncio.sleep(0.01)
 
-    run(loop_factory, main())
+    run(loop_factory, main)
 
 
 @pytest.mark.parametrize("loop_factory", LOOPS)
@@ -196,4 +214,4 @@ def test_idle_connections_older_than_max_idle_are_not_reused(loop_factory: Any) 
             assert client.stale == 1
             await asyncio.sleep(0.01)
 
-    run(loop_factory, main())
+    run(loop_factory, main)
