@@ -102,6 +102,9 @@ class RedisBroker:
         self._alive: dict[str, tuple[float, bool]] = {}
         self._queue: deque[tuple[str, RedisOutbox, int, str]] = deque()
         self._queued = Event()
+        #: Polls of streams served here for other workers' pages, sent together.
+        self._polls: deque[tuple[str, int, AsyncResult]] = deque()
+        self._polls_queued = Event()
         self._pid: int | None = None
         self._wid = ""
         self._client: Any = None
@@ -145,6 +148,7 @@ class RedisBroker:
         self._subscribed.clear()
         # Nothing of another process (before a fork) is ours.
         self._queue.clear()
+        self._polls.clear()
         self._outboxes.clear()
         self._pool = Pool(MAX_FORWARDED)
         self._greenlets = [
@@ -152,6 +156,7 @@ class RedisBroker:
             gevent.spawn(self._listen_forever),
             gevent.spawn(self._serve_inbox_forever),
             gevent.spawn(self._write_forever),
+            gevent.spawn(self._poll_forever),
         ]
         return self._client
 
@@ -249,17 +254,41 @@ class RedisBroker:
         return []
 
     def poll_stream(self, page_id: str, after: int) -> tuple[int | None, list[bytes] | None]:
-        client = self._ready()
-        pipe = client.pipeline(transaction=False)
-        pipe.hget(page_key(page_id), "gen")
-        pipe.xrange(out_key(page_id), min=f"{after + 1}-0")
-        with self._errors():
-            gen, entries = pipe.execute()
-        if gen is None:
-            return None, None
-        if entries and entry_seq(entries[0][0]) != after + 1:
-            return int(gen), None
-        return int(gen), [sse_message(entry_seq(eid), fields["d"]) for eid, fields in entries]
+        """``(gen, frames)`` of a page another worker owns (see ``RedisReader.poll``).
+
+        Polls wait for the poller greenlet, which sends every poll queued
+        meanwhile in one pipeline: a broadcast that wakes thousands of such
+        streams costs a few round trips on one connection, not a pool
+        checkout each.
+        """
+        self._ready()
+        result: AsyncResult = AsyncResult()
+        self._polls.append((page_id, after, result))
+        self._polls_queued.set()
+        if not result.wait(POOL_WAIT + 5.0):
+            raise BrokerUnavailable("Redis did not answer in time.")
+        answer: tuple[int | None, list[bytes] | None] = result.get(block=False)
+        return answer
+
+    def _poll_forever(self) -> None:
+        while True:
+            if not self._polls:
+                self._polls_queued.clear()
+                self._polls_queued.wait()
+            batch = [self._polls.popleft() for _ in range(min(len(self._polls), 1000))]
+            pipe = self._client.pipeline(transaction=False)
+            for page_id, after, _ in batch:
+                pipe.hget(page_key(page_id), "gen")
+                pipe.xrange(out_key(page_id), min=f"{after + 1}-0")
+            try:
+                replies = pipe.execute()
+            except Exception as exc:  # the poller must outlive any failure
+                error = BrokerUnavailable(f"Redis failed: {type(exc).__name__}")
+                for _, _, result in batch:
+                    result.set_exception(error)
+                continue
+            for i, (_, after, result) in enumerate(batch):
+                result.set(_poll_answer(replies[2 * i], replies[2 * i + 1], after))
 
     def reader(self, page_id: str) -> RedisReader:
         self._ready()
@@ -537,3 +566,13 @@ class RedisBroker:
             )
         except Exception:  # boundary: one request must not end the inbox
             logger.exception("flask_athena: forwarded request failed")
+
+
+def _poll_answer(
+    gen: str | None, entries: list[tuple[str, dict[str, str]]], after: int
+) -> tuple[int | None, list[bytes] | None]:
+    if gen is None:
+        return None, None  # the page is gone
+    if entries and entry_seq(entries[0][0]) != after + 1:
+        return int(gen), None  # trimmed past ``after``
+    return int(gen), [sse_message(entry_seq(eid), fields["d"]) for eid, fields in entries]
