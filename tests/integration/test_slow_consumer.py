@@ -27,25 +27,19 @@ pytestmark = pytest.mark.integration
 HEARTBEAT = 0.5
 
 
+def first_call(client: ProtocolClient, method: str, *args: Any, **kwargs: Any) -> int:
+    """Call ``method`` of the probe "first" as the page's first message (seq 1);
+    return the probe's widget id."""
+    probe = client.widget("first")
+    message = {"seq": 1, "type": "call", "widget": probe, "method": method, "args": list(args)}
+    status, body = client.post_raw({"messages": [{**message, "kwargs": kwargs}]})
+    assert status == 200 and "ok" in body["results"][0], body
+    return probe
+
+
 def start_push(client: ProtocolClient, count: int, pad: int) -> int:
     """Have the page publish ``count`` ``take(n, pad)`` calls with no flow control."""
-    probe = client.widget("first")
-    status, body = client.post_raw(
-        {
-            "messages": [
-                {
-                    "seq": 1,
-                    "type": "call",
-                    "widget": probe,
-                    "method": "push",
-                    "args": [count],
-                    "kwargs": {"pad": pad},
-                }
-            ]
-        }
-    )
-    assert (status, body) == (200, {"results": [{"seq": 1, "ok": True}]})
-    return probe
+    return first_call(client, "push", count, pad=pad)
 
 
 def read_until_cut(stream: EventStream, limit: int) -> list[int]:
@@ -148,21 +142,7 @@ def test_slow_consumer_reconnecting_after_trim_gets_gone(server_factory: Any) ->
     outbox_size = 50
     server = server_factory(heartbeat=HEARTBEAT, outbox_size=outbox_size)
     with ProtocolClient(server.url).open() as client:
-        probe = client.widget("first")
-        status, _ = client.post_raw(
-            {
-                "messages": [
-                    {
-                        "seq": 1,
-                        "type": "call",
-                        "widget": probe,
-                        "method": "publish",
-                        "args": [outbox_size * 4],
-                    }
-                ]
-            }
-        )
-        assert status == 200
+        first_call(client, "publish", outbox_size * 4)
         state = page_state(server.url, client.page_id)
         assert (state["outbox_len"], state["last_seq"]) == (outbox_size, outbox_size * 4)
         with client.stream(last_event_id=0) as stream:
