@@ -75,6 +75,28 @@ def watch_until_cut(
     return samples[-1]
 
 
+def flood_a_stuck_reader(
+    server_factory: Any, outbox_size: int, count: int, pad: int
+) -> tuple[ProtocolClient, dict[str, Any], int, list[int]]:
+    """Open a page whose stream reads nothing (4 KiB receive buffer), push
+    ``count`` messages of ``pad`` bytes, wait for the cut, then read what the
+    cut stream delivered. Returns the client (open: close it), the page's
+    state once cut, the probe's widget id and the ids read."""
+    server = server_factory(heartbeat=HEARTBEAT, outbox_size=outbox_size, page_timeout=30)
+    client = ProtocolClient(server.url).open()
+    try:
+        client.session.mount("http://", SmallBufferAdapter(rcvbuf=4096))
+        with client.stream(read_timeout=10) as stream:
+            wait_until(lambda: page_state(server.url, client.page_id)["stream_attached"])
+            probe = start_push(client, count, pad)
+            final = watch_until_cut(server.url, client.page_id, probe, count, outbox_size)
+            first = read_until_cut(stream, limit=count + 100)
+    except BaseException:
+        client.close()
+        raise
+    return client, final, probe, first
+
+
 @pytest.mark.parametrize(
     ("outbox_size", "reason"),
     [
@@ -88,19 +110,10 @@ def test_stuck_reader_is_cut_and_resumes_by_replay_exactly_once(
     server_factory: Any, outbox_size: int, reason: str
 ) -> None:
     count, pad = 390, 64_000  # 25 MB: the socket buffers hold a few MB at most
-    server = server_factory(heartbeat=HEARTBEAT, outbox_size=outbox_size, page_timeout=30)
-    with ProtocolClient(server.url).open() as client:
-        client.session.mount("http://", SmallBufferAdapter(rcvbuf=4096))
-        stream = client.stream(read_timeout=10)
-        try:
-            wait_until(lambda: page_state(server.url, client.page_id)["stream_attached"])
-            probe = start_push(client, count, pad)
-            final = watch_until_cut(server.url, client.page_id, probe, count, outbox_size)
-            assert final["stream_cuts"] == [reason]
-            assert final["last_seq"] == count
-            first = read_until_cut(stream, limit=count + 100)
-        finally:
-            stream.close()
+    client, final, _, first = flood_a_stuck_reader(server_factory, outbox_size, count, pad)
+    with client:
+        assert final["stream_cuts"] == [reason]
+        assert final["last_seq"] == count
         assert len(first) < count  # the cut really interrupted it
 
         # The browser's reconnect: Last-Event-ID acknowledges, the rest is replayed.
@@ -111,26 +124,17 @@ def test_stuck_reader_is_cut_and_resumes_by_replay_exactly_once(
         ids = first + [int(e.id) for e in rest]
         assert ids == list(range(1, count + 1))  # each once, in order
         assert [e.json()["args"][0] for e in rest] == list(range(last, count))
-        state = page_state(server.url, client.page_id)
+        state = page_state(client.base_url, client.page_id)
         assert state["stream_cuts"] == [reason]  # the replay kept up: not cut again
 
 
 def test_flood_past_the_outbox_is_cut_then_gone_not_a_gap(server_factory: Any) -> None:
     outbox_size, count, pad = 50, 5_000, 4_000  # ~20 MB with no flow control
-    server = server_factory(heartbeat=HEARTBEAT, outbox_size=outbox_size, page_timeout=30)
-    with ProtocolClient(server.url).open() as client:
-        client.session.mount("http://", SmallBufferAdapter(rcvbuf=4096))
-        stream = client.stream(read_timeout=10)
-        try:
-            wait_until(lambda: page_state(server.url, client.page_id)["stream_attached"])
-            probe = start_push(client, count, pad)
-            final = watch_until_cut(server.url, client.page_id, probe, count, outbox_size)
-            assert final["last_seq"] == count
-            assert final["outbox_bytes"] <= outbox_size * (pad + 200)
-            assert final["probes"][str(probe)]["max_outbox"] == outbox_size
-            first = read_until_cut(stream, limit=count + 100)
-        finally:
-            stream.close()
+    client, final, probe, first = flood_a_stuck_reader(server_factory, outbox_size, count, pad)
+    with client:
+        assert final["last_seq"] == count
+        assert final["outbox_bytes"] <= outbox_size * (pad + 200)
+        assert final["probes"][str(probe)]["max_outbox"] == outbox_size
         assert len(first) < count - outbox_size  # the rest was dropped, and...
         with client.stream(last_event_id=first[-1] if first else 0) as again:
             events = again.until_end(timeout=5)
