@@ -74,15 +74,23 @@ class LiveServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         cmd = [
-            sys.executable, "-m", "gunicorn",
-            "-k", "gevent",
-            "-w", str(self.workers),
-            "--worker-connections", "4000",
-            "-b", f"127.0.0.1:{self.port}",
-            "--graceful-timeout", "2",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            str(self.workers),
+            "--worker-connections",
+            "4000",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--graceful-timeout",
+            "2",
             # gunicorn >= 23 shares one control socket path between instances.
             "--no-control-socket",
-            "--log-level", "warning",
+            "--log-level",
+            "warning",
             *self.extra_args,
             self.app_spec,
         ]

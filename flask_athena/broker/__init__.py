@@ -18,6 +18,7 @@ class Outbox(Protocol):
     @property
     def last_seq(self) -> int:
         """Sequence number of the last message published (0 before the first)."""
+
     #: Called on publish while more than half the outbox is unacknowledged
     #: (the page checks whether its stream keeps up; see flask_athena.stream).
     on_backlog: Callable[[], None] | None
