@@ -30,6 +30,9 @@ setup(
         ],
         "dev": ["mypy>=1.10", "ruff>=0.5"],
         "bench": [
+            "gunicorn>=27",  # every target is served by gunicorn's gevent worker
+            "packaging",  # gunicorn's gevent worker imports it without declaring it
+            "redis>=5",  # the Redis targets
             "flask-socketio>=5.3",
             "gevent-websocket>=0.10",
             "matplotlib>=3.8",

@@ -24,6 +24,7 @@ echo "== installing Python packages into .venv"
 
 echo "== ruff, mypy --strict"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 
 echo "== pytest"
