@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     packages=find_packages(include=["flask_athena", "flask_athena.*"]),
-    package_data={"flask_athena": ["py.typed", "static/*.js", "static/*.css"]},
+    package_data={"flask_athena": ["py.typed", "static/*.js", "static/*.d.ts", "static/*.css"]},
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=[
