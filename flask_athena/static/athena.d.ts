@@ -430,6 +430,8 @@ export class Runtime {
     reloadAllowed(): boolean;
     /** @param {PageTransitionEvent} event */
     onPageHide(event: PageTransitionEvent): void;
+    /** Tells the server the page is closed (a beacon outlives the document). */
+    sendCloseBeacon(): void;
     /** @param {PageTransitionEvent} event */
     onPageShow(event: PageTransitionEvent): void;
 }

@@ -905,8 +905,8 @@ class Runtime {
   openStream() {
     const { config } = this;
     if (!config || this.stream || this.isGone() || this.unloading || this.frozen) return;
-    // A new EventSource sends no Last-Event-ID, so say it in the query; its own
-    // reconnects add the header, which the server prefers.
+    // A new EventSource sends no Last-Event-ID, so say it in the query (every
+    // reconnect is a new EventSource: see the "error" listener).
     const url = new URL(config.events, this.env.document.baseURI);
     url.searchParams.set("last", String(this.lastEventId));
     const es = new this.env.EventSource(url.href);
@@ -926,12 +926,13 @@ class Runtime {
     });
     on("error", () => {
       this.setDisconnected();
-      // CONNECTING: the EventSource retries by itself. CLOSED: the server
-      // answered non-200 or a wrong type and it won't; we take over.
-      if (es.readyState === this.env.EventSource.CLOSED) {
-        this.closeStream();
-        this.streamRetry.schedule();
-      }
+      // One reconnect policy in every engine: ours (streamRetry's backoff). An
+      // EventSource left CONNECTING retries by itself at its engine's pace, and
+      // Firefox's pace plus ours made 46-63 attempts in a 5 s outage where
+      // Chromium and WebKit made 9-10. So a failed stream is closed, whatever
+      // its readyState, and reopened by the policy (with ?last=, see above).
+      this.closeStream();
+      this.streamRetry.schedule();
     });
   }
 
@@ -1156,7 +1157,11 @@ class Runtime {
 
   /** @param {PageTransitionEvent} event */
   onPageHide(event) {
-    const cfg = /** @type {AthenaConfig} */ (this.config);
+    // The close beacon is the FIRST thing done here: when a tab is closed,
+    // Firefox may stop running this listener part-way through (with the stream
+    // closed first, 2 closes in 3 sent no beacon and the page lived on until
+    // ATHENA_PAGE_TIMEOUT).
+    if (!event.persisted && !this.unloading && !this.isGone()) this.sendCloseBeacon();
     this.streamRetry.reset();
     this.closeStream();
     if (event.persisted) { // back/forward cache: the page may come back
@@ -1164,7 +1169,11 @@ class Runtime {
       return;
     }
     this.unloading = true;
-    if (this.isGone()) return;
+  }
+
+  /** Tells the server the page is closed (a beacon outlives the document). */
+  sendCloseBeacon() {
+    const cfg = /** @type {AthenaConfig} */ (this.config);
     const body = JSON.stringify({ token: cfg.token });
     if (!this.env.navigator.sendBeacon?.(cfg.close, new Blob([body], { type: "application/json" }))) {
       this.env.fetch(cfg.close, {

@@ -91,6 +91,15 @@ test("pagehide: the page is closed with a beacon carrying its token, the stream 
   assert.equal(env.events("athena:disconnected").length, 0);
 });
 
+test("pagehide: the beacon goes first, before the stream is closed", async () => {
+  // Firefox may stop a closing tab's pagehide listener part-way through.
+  const { env } = await startedRuntime();
+  let streamClosedAtBeacon;
+  env.navigator.sendBeacon = () => { streamClosedAtBeacon = env.stream.closed; return true; };
+  env.fire("pagehide", { persisted: false });
+  assert.equal(streamClosedAtBeacon, false);
+});
+
 test("pagehide without sendBeacon: a keepalive fetch", async () => {
   const { env, fetch } = await startedRuntime();
   env.navigator.sendBeacon = undefined;
