@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PENDING_CALLS": 1000,
     "ALLOWED_ORIGINS": (),
     "FAST_CALLS": True,
+    "METRICS": False,  # validated by flask_athena.ops
+    "REPORT_INTERVAL": 2.0,  # validated by flask_athena.ops
 }
 
 _TRUE = ("1", "true", "yes", "on")
