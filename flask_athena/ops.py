@@ -239,14 +239,14 @@ def _describe_page(page: LivePage, now: float) -> dict[str, Any]:
 
 def init_app(app: Flask, state: AthenaState) -> None:
     """Create the app's :class:`Ops` (called by ``Athena.init_app``)."""
-    ops = state.ops = Ops(app, state)
+    state.ops = Ops(app, state)
     from .cli import athena_cli
 
     app.cli.add_command(athena_cli)
-    if ops.reports is not None:
-        # Each worker process starts its writer on its first request (after
-        # gunicorn's fork), so every worker that serves anything reports.
-        app.before_request(ops.reports.ensure_started)
+    # No before_request hook to start the report writer: it would take the
+    # calls endpoint off its lean path (flask_athena.fastcalls). The writer
+    # starts in each worker process (after gunicorn's fork) with its first
+    # page or stream instead.
 
 
 def ops_for(app: Flask) -> Ops:
@@ -371,6 +371,8 @@ def _on_stream_opened(sender: Any, page: LivePage | None = None, **extra: Any) -
     _log(logging.DEBUG, "stream opened", "stream-opened", page=page_ref(page))
     if ops.metrics is not None:
         ops.metrics.stream_opened()
+    if ops.reports is not None:
+        ops.reports.ensure_started()
     ops.changed()
 
 
