@@ -10,7 +10,15 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     packages=find_packages(include=["flask_athena", "flask_athena.*"]),
-    package_data={"flask_athena": ["py.typed", "static/*.js", "static/*.css"]},
+    package_data={
+        "flask_athena": [
+            "py.typed",
+            "static/*.js",
+            "static/*.css",
+            "inspector/static/*",
+            "inspector/templates/athena_inspector/*",
+        ]
+    },
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=[
