@@ -20,6 +20,11 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5"],
+        # What README's deployment runs: gunicorn's gevent worker, plus the
+        # "packaging" module that worker imports without declaring it.
+        "gunicorn": ["gunicorn>=27", "packaging"],  # 27: the version CI runs
+        # Sphinx builds docs/ (tests/run.sh builds it with -W).
+        "docs": ["sphinx>=7"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.2",
