@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PENDING_CALLS": 1000,
     "ALLOWED_ORIGINS": (),
     "FAST_CALLS": True,
+    "PROXY_HOPS": 0,
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -50,6 +51,8 @@ class AthenaConfig:
     max_pending_calls: int
     allowed_origins: frozenset[str]
     fast_calls: bool = True
+    #: Reverse proxies in front whose X-Forwarded-* headers are trusted (0: none).
+    proxy_hops: int = 0
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:
@@ -109,6 +112,7 @@ class AthenaConfig:
             max_pending_calls=number("MAX_PENDING_CALLS", int, 1),
             allowed_origins=frozenset(o.rstrip("/") for o in origins),
             fast_calls=fast,
+            proxy_hops=number("PROXY_HOPS", int, 0),
         )
 
 

@@ -38,6 +38,7 @@ from .protocol import (
     parse_batch,
     sse_retry,
 )
+from .proxy import public_origin
 from .state import SESSION_KEY, AthenaState
 from .stream import StreamBody, event_stream_response, gone_response
 
@@ -116,7 +117,11 @@ def _check_origin(state: AthenaState, req: Request | None = None) -> None:
         req = request
     origin = req.headers.get("Origin")
     if origin is not None:
-        if origin.rstrip("/") == req.host_url.rstrip("/"):
+        hops = state.config.proxy_hops
+        # Forwarding headers only count when the app trusts that many
+        # proxies (ATHENA_PROXY_HOPS): any client can send them.
+        own = req.host_url.rstrip("/") if hops == 0 else public_origin(req.environ, hops)
+        if origin.rstrip("/") == own:
             return
         if origin.rstrip("/") in state.config.allowed_origins:
             return
