@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_ORIGINS": (),
     "FAST_CALLS": True,
     "PROXY_HOPS": 0,
+    "METRICS": False,  # validated by flask_athena.ops
+    "REPORT_INTERVAL": 2.0,  # validated by flask_athena.ops
 }
 
 _TRUE = ("1", "true", "yes", "on")

@@ -20,6 +20,7 @@ from .page import LivePage
 if TYPE_CHECKING:
     from .broker import Broker
     from .extension import Athena
+    from .ops import Ops
     from .stream import StreamBody
 
 logger = logging.getLogger("flask_athena")
@@ -43,6 +44,7 @@ class AthenaState:
                 config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
             )
             self.cluster.on_lost = self.page_lost
+            self.cluster.app = app
             self.broker = self.cluster
         else:
             self.broker = MemoryBroker()
@@ -60,6 +62,8 @@ class AthenaState:
         #: logged (see transport's ``_hint_proxy_setup``).
         self.origin_accepted = False
         self.proxy_hint_logged = False
+        #: Logs, metrics, worker reports (set by :func:`flask_athena.ops.init_app`).
+        self.ops: Ops | None = None
 
     # -- pages --------------------------------------------------------------
 
