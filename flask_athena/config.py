@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "PROXY_HOPS": 0,
     "METRICS": False,  # validated by flask_athena.ops
     "REPORT_INTERVAL": 2.0,  # validated by flask_athena.ops
+    "SHARED_STREAM": True,
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -55,6 +56,8 @@ class AthenaConfig:
     fast_calls: bool = True
     #: Reverse proxies in front whose X-Forwarded-* headers are trusted (0: none).
     proxy_hops: int = 0
+    #: The tabs of one browser share one event stream (DESIGN §9).
+    shared_stream: bool = True
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:
@@ -101,6 +104,11 @@ class AthenaConfig:
             raise ConfigurationError(f"ATHENA_FAST_CALLS must be True or False, got {fast!r}")
         heartbeat = number("HEARTBEAT", float, 0.05)
         page_timeout = number("PAGE_TIMEOUT", float, 0.1)
+        shared = config["ATHENA_SHARED_STREAM"]
+        if isinstance(shared, str) and shared.strip().lower() in _TRUE + _FALSE:
+            shared = shared.strip().lower() in _TRUE  # from config_from_env()
+        if not isinstance(shared, bool):
+            raise ConfigurationError(f"ATHENA_SHARED_STREAM must be True or False, got {shared!r}")
         return cls(
             url_prefix=prefix,
             broker_url=broker,
@@ -115,6 +123,7 @@ class AthenaConfig:
             allowed_origins=frozenset(o.rstrip("/") for o in origins),
             fast_calls=fast,
             proxy_hops=number("PROXY_HOPS", int, 0),
+            shared_stream=shared,
         )
 
 

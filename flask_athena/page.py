@@ -11,6 +11,7 @@ which may block (an exposed method may wait for the browser).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Iterable
@@ -124,6 +125,18 @@ class RemoteCall:
             self._result.set_exception(error)
 
 
+def share_key(session_key: str) -> str:
+    """The name under which the tabs of one session share their event stream.
+
+    Tabs of different sessions (a log-out in one tab) must never share one:
+    its request would carry pages of two sessions and be refused (see
+    :mod:`flask_athena.shared_stream`). A digest, not the session key itself,
+    goes into the page.
+    """
+    digest = hashlib.sha256(b"flask_athena shared stream\0" + session_key.encode())
+    return digest.hexdigest()[:24]
+
+
 class LivePage:
     """A browser page: its widgets, its outbox and its call bookkeeping.
 
@@ -213,6 +226,12 @@ class LivePage:
             # that reconnects would still need.
             "ackEvery": max(1, min(256, self.state.config.outbox_size // 4)),
             "debug": bool(self.state.app.debug),
+            # The tabs of this session share one event stream (shared_stream.py).
+            "shared": (
+                {"events": f"{base}/events", "key": share_key(self.session_key)}
+                if self.state.config.shared_stream
+                else None
+            ),
         }
         imports = {"athena": runtime}
         modules = set(self.state.athena.modules) | set(self.state.athena.module_paths)

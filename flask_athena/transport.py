@@ -38,6 +38,7 @@ from .protocol import (
     sse_retry,
 )
 from .proxy import public_origin
+from .shared_stream import shared_events
 from .state import SESSION_KEY, AthenaState
 from .stream import StreamBody, event_stream_response, gone, gone_response
 
@@ -266,9 +267,21 @@ def _last_event_id() -> int:
 
 @blueprint.get("/<page_id>/events")
 def events(page_id: str) -> Response:
+    return page_events(page_id, _last_event_id())
+
+
+# The stream the tabs of one browser share (DESIGN §9; its own module).
+blueprint.add_url_rule("/events", "shared_events", shared_events, methods=["GET"])
+
+
+def page_events(page_id: str, last: int) -> Response:
+    """Attach an event stream to ``page_id``, replaying what follows ``last``.
+
+    The per-page view and the shared stream (:mod:`flask_athena.shared_stream`)
+    both attach pages through this; runs in the request's context and greenlet.
+    """
     state = _state()
     _check_stream_origin(state)
-    last = _last_event_id()
     if state.cluster is not None and page_id not in state.pages:
         # Another worker owns the page: stream it from Redis.
         return remote_events(state, state.cluster, page_id, last, RETRY_MS)

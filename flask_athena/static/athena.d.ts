@@ -1,5 +1,6 @@
 /**
- * The JSON object of `<meta name="athena-config">`.
+ * The JSON object of `<meta name="athena-config">`. `shared`: the tabs of
+ * this session share one event stream (athena-shared.js), or null.
  */
 export type AthenaConfig = {
     page: string;
@@ -11,6 +12,10 @@ export type AthenaConfig = {
     callTimeoutMs: number;
     ackEvery: number;
     debug: boolean;
+    shared: {
+        events: string;
+        key: string;
+    } | null;
 };
 /**
  * A widget value: how a server LiveElement travels in args and results.
@@ -56,11 +61,14 @@ export type Status = "idle" | "connecting" | "connected" | "disconnected" | "gon
  */
 export type Timer = unknown;
 /**
- * What {@link RuntimeEnv} needs of an EventSource class: `new` and `CLOSED`.
+ * What {@link RuntimeEnv} needs of an EventSource class: `new` and `CLOSED`;
+ * `reconnects`: its sources come back by themselves after an error (a
+ * shared stream's leader reconnects for every tab), so the Runtime waits.
  */
 export type EventSourceClass = {
     new (url: string): EventSource;
     readonly CLOSED: number;
+    readonly reconnects?: boolean;
 };
 /**
  * Everything the runtime takes from its world. {@link browserEnv} gives the
@@ -197,11 +205,23 @@ export const Athena: Readonly<{
     readonly connection: Status;
     /** Every live widget of the page, in construction order. @returns {Widget[]} */
     widgets(): Widget[];
+    /**
+     * How this tab gets its events: null with a stream of its own, else
+     * whether it is the leader (holds the stream shared by the session's tabs)
+     * and, if so, the pages the stream carries. For tests and debugging.
+     * @returns {{leader: boolean, pages: string[]}|null}
+     */
+    readonly sharedStream: {
+        leader: boolean;
+        pages: string[];
+    } | null;
 }>;
 /**
- * The JSON object of `<meta name="athena-config">`.
+ * The JSON object of `<meta name="athena-config">`. `shared`: the tabs of
+ * this session share one event stream (athena-shared.js), or null.
  * @typedef {{page: string, token: string, events: string, calls: string, close: string,
- *   heartbeatMs: number, callTimeoutMs: number, ackEvery: number, debug: boolean}} AthenaConfig
+ *   heartbeatMs: number, callTimeoutMs: number, ackEvery: number, debug: boolean,
+ *   shared: {events: string, key: string}|null}} AthenaConfig
  */
 /**
  * A widget value: how a server LiveElement travels in args and results.
@@ -225,8 +245,10 @@ export const Athena: Readonly<{
 /** @typedef {"idle"|"connecting"|"connected"|"disconnected"|"gone"} Status */
 /** A timer handle of {@link RuntimeEnv}'s setTimeout. @typedef {unknown} Timer */
 /**
- * What {@link RuntimeEnv} needs of an EventSource class: `new` and `CLOSED`.
- * @typedef {{new (url: string): EventSource, readonly CLOSED: number}} EventSourceClass
+ * What {@link RuntimeEnv} needs of an EventSource class: `new` and `CLOSED`;
+ * `reconnects`: its sources come back by themselves after an error (a
+ * shared stream's leader reconnects for every tab), so the Runtime waits.
+ * @typedef {{new (url: string): EventSource, readonly CLOSED: number, readonly reconnects?: boolean}} EventSourceClass
  */
 /**
  * Everything the runtime takes from its world. {@link browserEnv} gives the

@@ -35,6 +35,8 @@ export {
   Runtime, RetryTimer, backoffMs, browserEnv, readConfig,
 };
 
+import { StreamHub, sharedSourceClass } from "./athena-shared.js";
+
 // ---- Constants -------------------------------------------------------------
 
 const CONFIG_META_SELECTOR = 'meta[name="athena-config"]';
@@ -72,9 +74,11 @@ const RELOAD_GUARD_MAX = 3;
 // ---- Types -----------------------------------------------------------------
 
 /**
- * The JSON object of `<meta name="athena-config">`.
+ * The JSON object of `<meta name="athena-config">`. `shared`: the tabs of
+ * this session share one event stream (athena-shared.js), or null.
  * @typedef {{page: string, token: string, events: string, calls: string, close: string,
- *   heartbeatMs: number, callTimeoutMs: number, ackEvery: number, debug: boolean}} AthenaConfig
+ *   heartbeatMs: number, callTimeoutMs: number, ackEvery: number, debug: boolean,
+ *   shared: {events: string, key: string}|null}} AthenaConfig
  */
 /**
  * A widget value: how a server LiveElement travels in args and results.
@@ -98,8 +102,10 @@ const RELOAD_GUARD_MAX = 3;
 /** @typedef {"idle"|"connecting"|"connected"|"disconnected"|"gone"} Status */
 /** A timer handle of {@link RuntimeEnv}'s setTimeout. @typedef {unknown} Timer */
 /**
- * What {@link RuntimeEnv} needs of an EventSource class: `new` and `CLOSED`.
- * @typedef {{new (url: string): EventSource, readonly CLOSED: number}} EventSourceClass
+ * What {@link RuntimeEnv} needs of an EventSource class: `new` and `CLOSED`;
+ * `reconnects`: its sources come back by themselves after an error (a
+ * shared stream's leader reconnects for every tab), so the Runtime waits.
+ * @typedef {{new (url: string): EventSource, readonly CLOSED: number, readonly reconnects?: boolean}} EventSourceClass
  */
 /**
  * Everything the runtime takes from its world. {@link browserEnv} gives the
@@ -197,6 +203,8 @@ class RetryTimer {
 
 /** Set once by boot(); Widget and Athena reach the page through it. */
 let current = /** @type {Runtime|null} */ (null);
+/** This tab's part in the shared event stream (athena-shared.js), or null: a stream of its own. */
+let sharing = /** @type {StreamHub|null} */ (null);
 
 /** @returns {Runtime} */
 function runtime() {
@@ -926,6 +934,7 @@ class Runtime {
     });
     on("error", () => {
       this.setDisconnected();
+      if (this.env.EventSource.reconnects) return; // the shared stream's leader reconnects (athena-shared.js)
       // One reconnect policy in every engine: ours (streamRetry's backoff). An
       // EventSource left CONNECTING retries by itself at its engine's pace, and
       // Firefox's pace plus ours made 46-63 attempts in a 5 s outage where
@@ -1226,12 +1235,15 @@ function readConfig(document) {
     for (const key of ["page", "token", "events", "calls", "close"]) {
       if (typeof raw[key] !== "string") throw new TypeError(`missing "${key}"`);
     }
+    const shared = raw.shared;
     return {
       ...raw,
       heartbeatMs: raw.heartbeatMs > 0 ? raw.heartbeatMs : DEFAULT_HEARTBEAT_MS,
       callTimeoutMs: raw.callTimeoutMs > 0 ? raw.callTimeoutMs : DEFAULT_CALL_TIMEOUT_MS,
       ackEvery: raw.ackEvery > 0 ? raw.ackEvery : ACK_EVERY_MESSAGES,
       debug: Boolean(raw.debug),
+      shared: typeof shared?.events === "string" && typeof shared?.key === "string"
+        ? { events: shared.events, key: shared.key } : null,
     };
   } catch (error) {
     console.error("athena: bad athena-config meta tag:", error);
@@ -1239,12 +1251,42 @@ function readConfig(document) {
   }
 }
 
+/**
+ * The hub through which this tab shares one event stream with the other tabs
+ * of its session (athena-shared.js), or null: the server switched it off
+ * (`ATHENA_SHARED_STREAM = False`), or the browser lacks Web Locks or
+ * BroadcastChannel — then the tab keeps a stream of its own, as before.
+ * @param {RuntimeEnv} env @param {AthenaConfig} config @returns {StreamHub|null}
+ */
+function sharedHub(env, config) {
+  const locks = typeof navigator === "undefined" ? undefined : navigator.locks;
+  if (!config.shared || !locks || typeof BroadcastChannel !== "function") return null;
+  const name = `athena:${config.shared.key}`;
+  return new StreamHub({
+    EventSource: env.EventSource, BroadcastChannel, locks, setTimeout: env.setTimeout,
+    clearTimeout: env.clearTimeout, random: env.random, baseURI: env.document.baseURI,
+  }, { channel: name, lock: name, events: config.shared.events, heartbeatMs: config.heartbeatMs });
+}
+
 /** Builds this document's Runtime (before any await: widget constructors may callRemote) and starts it. */
 function boot() {
   const env = browserEnv();
-  const rt = new Runtime(env, readConfig(env.document));
+  const config = readConfig(env.document);
+  const hub = config && sharedHub(env, config);
+  if (config && hub) env.EventSource = sharedSourceClass(hub, config.page);
+  sharing = hub;
+  const rt = new Runtime(env, config);
   current = rt;
   rt.start().catch((error) => rt.reportError(error));
+  if (!hub) return;
+  // After the Runtime's own listeners (its close beacon goes first). A tab
+  // leaving, entering the back/forward cache or being frozen gives up its
+  // part; the next leader takes over at once.
+  hub.start();
+  window.addEventListener("pagehide", () => hub.stop());
+  window.addEventListener("pageshow", (event) => { if (event.persisted) hub.start(); });
+  document.addEventListener("freeze", () => hub.stop());
+  document.addEventListener("resume", () => hub.start());
 }
 
 // ---- Public namespace -------------------------------------------------------
@@ -1297,6 +1339,16 @@ const Athena = Object.freeze({
 
   /** Every live widget of the page, in construction order. @returns {Widget[]} */
   widgets() { return current ? [...current.widgetsById.values()] : []; },
+
+  /**
+   * How this tab gets its events: null with a stream of its own, else
+   * whether it is the leader (holds the stream shared by the session's tabs)
+   * and, if so, the pages the stream carries. For tests and debugging.
+   * @returns {{leader: boolean, pages: string[]}|null}
+   */
+  get sharedStream() {
+    return sharing && { leader: sharing.leading, pages: sharing.leading ? [...sharing.pages.keys()] : [] };
+  },
 });
 
 if (typeof document !== "undefined") boot();

@@ -136,8 +136,12 @@ test("readConfig: fills defaults, refuses a config without its endpoints", () =>
   const config = readConfig(meta(JSON.stringify({ page: "p", token: "t", events: "e", calls: "c", close: "x" })));
   assert.deepEqual(config, {
     page: "p", token: "t", events: "e", calls: "c", close: "x",
-    heartbeatMs: 15000, callTimeoutMs: 30000, ackEvery: 256, debug: false,
+    heartbeatMs: 15000, callTimeoutMs: 30000, ackEvery: 256, debug: false, shared: null,
   });
+  const withShared = readConfig(meta(JSON.stringify({
+    page: "p", token: "t", events: "e", calls: "c", close: "x", shared: { events: "/_athena/events", key: "k1" },
+  })));
+  assert.deepEqual(withShared.shared, { events: "/_athena/events", key: "k1" });
   const logged = console.error;
   console.error = () => {};
   try {
