@@ -140,10 +140,21 @@ def forward_post(state: AthenaState, broker: RedisBroker, page_id: str, closing:
     return _reply_response(reply)
 
 
+def _prefix() -> str:
+    """The blueprint's URL prefix, as the request reached it.
+
+    Not parsed from ``request.path``: the shared stream
+    (``<prefix>/events``) attaches remote pages too.
+    """
+    if request.endpoint == "athena.shared_events":
+        return request.path[: -len("/events")]  # "<prefix>/events" -> "<prefix>"
+    return request.path.rsplit("/", 2)[0]  # "<prefix>/<page>/events" -> "<prefix>"
+
+
 def _internal(
     broker: RedisBroker, owner: str, page_id: str, what: str, body: Any
 ) -> dict[str, Any]:
-    prefix = request.path.rsplit("/", 2)[0]  # "<prefix>/<page>/events" -> "<prefix>"
+    prefix = _prefix()
     req = _serialize(f"{prefix}/{page_id}/{what}", dumps(body).encode())
     req["content_type"] = "application/json"
     return broker.forward(owner, req, 10.0)
@@ -225,7 +236,7 @@ class RemoteEventStream(StreamBody):
         self._owner = owner
         self._generation = generation
         # Built now, in the request context: close() runs without one.
-        prefix = request.path.rsplit("/", 2)[0]
+        prefix = _prefix()
         self._detach_request = _serialize(
             f"{prefix}/{reader.page_id}/_detach", dumps({"gen": generation}).encode()
         )

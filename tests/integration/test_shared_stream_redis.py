@@ -1,0 +1,146 @@
+"""The shared event stream with Redis: pages of one session owned by different
+workers, served together on one connection by any worker (DESIGN §4, §9)."""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.integration.redis_support import (
+    _META,
+    _PID,
+    Page,
+    RedisServer,
+    connection,
+    connection_to,
+    redis_server,
+)
+from tests.protocol_client import SSEParser
+from tests.support import LiveServer, wait_until
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["redis_server"]  # the fixture, imported for this module
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: RedisServer) -> Iterator[LiveServer]:
+    env = {
+        "ATHENA_BROKER_URL": redis_server.url,
+        "ATHENA_HEARTBEAT": "0.5",
+        "ATHENA_PAGE_TIMEOUT": "120",  # pages wait for the stream while others open
+        "ATHENA_CALL_TIMEOUT": "5",
+        "SECRET_KEY": "flask-athena-shared-stream-tests",
+    }
+    server = LiveServer("tests.apps.redis_app:app", "shared-stream-redis", workers=3, env=env)
+    server.start()
+    yield server
+    server.stop()
+
+
+def page_in_session(base: str, cookies: Any) -> Page:
+    """A page rendered for the session of ``cookies`` (a tab of that browser)."""
+    session, _ = connection(base, cookies)
+    with session:
+        response = session.get(base + "/", timeout=5)
+        response.raise_for_status()
+    page = Page.__new__(Page)
+    page.base, page.cookies, page.seq = base, cookies, 0
+    match = _META.search(response.text)
+    assert match is not None
+    page.config = json.loads(html.unescape(match.group(1)))
+    pid = _PID.search(response.text)
+    page.owner = int(pid.group(1)) if pid else 0
+    return page
+
+
+class SharedReader(threading.Thread):
+    """Reads ``GET <prefix>/events?pages=...`` on a worker other than ``avoid``."""
+
+    def __init__(self, pages: list[Page], avoid: int) -> None:
+        super().__init__(daemon=True)
+        self.pages = pages
+        self.avoid = avoid
+        self.by_page: dict[str, list[tuple[int, Any]]] = {p.id: [] for p in pages}
+        self.served_by = 0
+        self.stopping = False
+
+    def run(self) -> None:
+        base = self.pages[0].base
+        session, self.served_by = connection_to(
+            base, self.pages[0].cookies, lambda pid: pid != self.avoid
+        )
+        query = ",".join(f"{p.id}:0" for p in self.pages)
+        with session:
+            response = session.get(
+                f"{base}/_athena/events?pages={query}", stream=True, timeout=(10, 30)
+            )
+            assert response.status_code == 200
+            parser = SSEParser()
+            for chunk in response.iter_content(None):
+                for event in parser.feed(chunk):
+                    if event.id is not None:
+                        page, _, data = event.data.partition("\n")
+                        self.by_page[page].append((int(event.id), json.loads(data)))
+                if self.stopping:
+                    return
+
+    def heard(self, page: Page) -> list[Any]:
+        return [m["args"][1] for _, m in self.by_page[page.id] if m.get("method") == "hear"]
+
+
+def test_pages_of_several_workers_on_one_shared_stream_each_message_once_in_order(
+    server: LiveServer,
+) -> None:
+    first = Page(server.url)
+    pages = [first]
+    with ThreadPoolExecutor(6) as pool:
+        while len({p.owner for p in pages}) < 2:
+            assert len(pages) < 24, "pages never spread over the workers"
+            pages.extend(pool.map(lambda _: page_in_session(server.url, first.cookies), range(5)))
+    reader = SharedReader(pages, avoid=first.owner)
+    reader.start()
+    try:
+        # Every page joins the room in connected(), run on its owner when the
+        # shared stream attaches it.
+        wait_until(lambda: reader.served_by != 0, timeout=10)
+        time.sleep(1.0)
+        texts = [f"m{i}" for i in range(6)]
+        for i, text in enumerate(texts):
+            pages[i % len(pages)].call("shout", text)
+        wait_until(lambda: all(len(reader.heard(p)) >= len(texts) for p in pages), timeout=15)
+        time.sleep(0.3)
+        for page in pages:
+            assert reader.heard(page) == texts  # once each, in order, on every page
+            ids = [i for i, _ in reader.by_page[page.id]]
+            assert ids == list(range(1, len(ids) + 1))
+    finally:
+        reader.stopping = True
+        for page in pages:
+            page.close()
+        reader.join(timeout=10)
+
+
+def test_a_page_of_another_session_is_refused_on_any_worker(server: LiveServer) -> None:
+    mine, theirs = Page(server.url), Page(server.url)
+    for _ in range(3):  # whichever worker takes it (owner or not)
+        session, _ = connection(server.url, mine.cookies)
+        with session:
+            response = session.get(
+                f"{server.url}/_athena/events?pages={mine.id}:0,{theirs.id}:0",
+                stream=True,
+                timeout=(5, 5),
+            )
+            try:
+                assert response.status_code == 403, response.status_code
+            finally:
+                response.close()
+    mine.close()
+    theirs.close()
