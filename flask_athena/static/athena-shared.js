@@ -342,11 +342,11 @@ class StreamHub {
   }
 
   scheduleReopen() {
-    if (this.reopenTimer !== undefined) return;
+    // While the stream is down, the pending retry opens it with every page:
+    // a tab attaching then must not make an attempt outside the backoff.
+    if (this.reopenTimer !== undefined || this.retryTimer !== undefined) return;
     this.reopenTimer = this.env.setTimeout(() => {
       this.reopenTimer = undefined;
-      this.env.clearTimeout(this.retryTimer);
-      this.retryTimer = undefined;
       this.openStream();
     }, REOPEN_DELAY_MS);
   }

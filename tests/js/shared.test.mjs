@@ -328,3 +328,22 @@ test("heartbeats are relayed to every tab's watchdog", async () => {
   assert.equal(browser.stream(), es);
   for (const tab of tabs) assert.equal(tab.rt.status, "connected");
 });
+
+test("a tab attaching while the stream is down waits for the backoff's retry", async () => {
+  // The outage test counts connection attempts: none outside the policy.
+  const browser = fakeBrowser();
+  const [, b] = [await browser.open(), await browser.open()];
+  const es = browser.stream();
+  es.open();
+  es.error(false);
+  await settle();
+  const count = browser.EventSource.instances.length;
+  b.hub.source.close(); // b's own watchdog gave up: it attaches afresh
+  b.rt.stream = null;
+  b.rt.openStream();
+  await browser.clock.advance(200);
+  assert.equal(browser.EventSource.instances.length, count, "an attempt outside the backoff");
+  await browser.clock.advance(50);
+  assert.equal(browser.EventSource.instances.length, count + 1);
+  assert.deepEqual(browser.pagesOf(browser.stream()), { p1: 0, p2: 0 });
+});
