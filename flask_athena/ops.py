@@ -432,7 +432,8 @@ def _on_broker_error(
     if ops is None:
         return
     what = type(error).__name__ if error is not None else "?"
-    _log(logging.WARNING, "broker error", "broker-error", operation=operation, error=what)
+    # INFO: the broker's own warning already says it in words.
+    _log(logging.INFO, "broker error", "broker-error", operation=operation, error=what)
     ops.record_error("broker", operation, what)
     if ops.metrics is not None:
         ops.metrics.broker_error(operation)

@@ -462,6 +462,8 @@ class RedisBroker:
         while True:
             try:
                 self._client.set(worker_key(self._wid), "1", ex=WORKER_TTL)
+                if tries:
+                    signals.broker_reconnected.send(self.app)
                 tries = 0
                 now = monotonic()
                 if now - last_pages >= PAGE_REFRESH:
