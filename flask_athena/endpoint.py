@@ -45,6 +45,7 @@ from .errors import (
 )
 from .page import LivePage
 from .protocol import Batch, dumps, parse_batch
+from .proxy import public_origin
 from .state import SESSION_KEY, AthenaState
 
 logger = logging.getLogger("flask_athena")
@@ -68,7 +69,11 @@ def check_origin(state: AthenaState, request: Request) -> None:
     origin = request.headers.get("Origin")
     if origin is not None:
         origin = origin.rstrip("/")
-        if origin == request.host_url.rstrip("/") or origin in state.config.allowed_origins:
+        hops = state.config.proxy_hops
+        # Forwarding headers only count when the app trusts that many
+        # proxies (ATHENA_PROXY_HOPS): any client can send them.
+        own = request.host_url.rstrip("/") if hops == 0 else public_origin(request.environ, hops)
+        if origin == own or origin in state.config.allowed_origins:
             return
         raise Forbidden("Cross-origin request refused.")
     if request.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context, has_request_context, session
 from flask.sessions import SecureCookieSessionInterface
 
+from . import ops
 from .config import DEFAULTS, AthenaConfig
 from .forwarding import run_forwarded
 from .lane import ResultsLane
@@ -72,6 +73,7 @@ class Athena:
                 )
             else:
                 app.wsgi_app = ResultsLane(app, state, app.wsgi_app)  # type: ignore[method-assign]
+        ops.init_app(app, state)  # logs, metrics, worker reports, the CLI
 
     def state(self, app: Flask | None = None) -> AthenaState:
         """The per-app state (``app``, else the current app, else the app given
@@ -144,4 +146,6 @@ class Athena:
 
     def shutdown(self, app: Flask | None = None) -> None:
         """Close every page of ``app`` (reason ``"shutdown"``) and stop its reaper."""
-        self.state(app).shutdown()
+        state = self.state(app)
+        ops.shutdown(state.app)
+        state.shutdown()

@@ -42,12 +42,11 @@ from .page import LivePage
 from .protocol import (
     HEARTBEAT_EVENT,
     dumps,
-    gone_event,
     loads,
     sse_retry,
 )
 from .state import AthenaState
-from .stream import StreamBody, event_stream_response, gone_response
+from .stream import StreamBody, event_stream_response, gone, gone_response
 
 logger = logging.getLogger("flask_athena")
 
@@ -184,6 +183,7 @@ class EventStream(StreamBody):
 
     def _run(self, cursor: int, frames: list[bytes]) -> Generator[bytes, None, None]:
         page, generation = self._page, self._generation
+        self.count_sent(len(frames), replayed=cursor > 0)
         cursor += len(frames)
         self.sent = cursor
         yield sse_retry(RETRY_MS) + b"".join(frames)
@@ -198,7 +198,7 @@ class EventStream(StreamBody):
             if page.stream_generation != generation:
                 return
             if page.closed:
-                yield gone_event(page.close_reason or "closed")
+                yield gone(self._state.app, page.close_reason or "closed")
                 return
             if not woke:
                 yield HEARTBEAT_EVENT
@@ -213,11 +213,12 @@ class EventStream(StreamBody):
             if fresh is None:
                 # The outbox dropped messages this stream never sent (slow
                 # consumer): say so rather than leave a gap.
-                yield gone_event("outbox-trimmed")
+                yield gone(self._state.app, "outbox-trimmed")
                 return
             if fresh:
                 cursor += len(fresh)
                 self.sent = cursor
+                self.count_sent(len(fresh))
                 yield b"".join(fresh)
 
     def local_page(self) -> LivePage:
