@@ -20,6 +20,8 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5"],
+        # ATHENA_METRICS: the Prometheus client the metrics are exported with
+        "metrics": ["prometheus_client>=0.17"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.2",

@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PENDING_CALLS": 1000,
     "ALLOWED_ORIGINS": (),
     "FAST_CALLS": True,
+    "PROXY_HOPS": 0,
+    "METRICS": False,  # validated by flask_athena.ops
+    "REPORT_INTERVAL": 2.0,  # validated by flask_athena.ops
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -50,6 +53,8 @@ class AthenaConfig:
     max_pending_calls: int
     allowed_origins: frozenset[str]
     fast_calls: bool = True
+    #: Reverse proxies in front whose X-Forwarded-* headers are trusted (0: none).
+    proxy_hops: int = 0
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:
@@ -109,6 +114,7 @@ class AthenaConfig:
             max_pending_calls=number("MAX_PENDING_CALLS", int, 1),
             allowed_origins=frozenset(o.rstrip("/") for o in origins),
             fast_calls=fast,
+            proxy_hops=number("PROXY_HOPS", int, 0),
         )
 
 

@@ -20,6 +20,7 @@ from .page import LivePage
 if TYPE_CHECKING:
     from .broker import Broker
     from .extension import Athena
+    from .ops import Ops
     from .stream import StreamBody
 
 logger = logging.getLogger("flask_athena")
@@ -43,6 +44,7 @@ class AthenaState:
                 config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
             )
             self.cluster.on_lost = self.page_lost
+            self.cluster.app = app
             self.broker = self.cluster
         else:
             self.broker = MemoryBroker()
@@ -56,6 +58,8 @@ class AthenaState:
         #: Redis, other workers'): the reaper cuts those that cannot keep up.
         self.streams: set[StreamBody] = set()
         self._reaper: gevent.Greenlet | None = None
+        #: Logs, metrics, worker reports (set by :func:`flask_athena.ops.init_app`).
+        self.ops: Ops | None = None
 
     # -- pages --------------------------------------------------------------
 

@@ -33,13 +33,13 @@ from .page import LivePage
 from .protocol import (
     HEARTBEAT_EVENT,
     dumps,
-    gone_event,
     loads,
     parse_batch,
     sse_retry,
 )
+from .proxy import public_origin
 from .state import SESSION_KEY, AthenaState
-from .stream import StreamBody, event_stream_response, gone_response
+from .stream import StreamBody, event_stream_response, gone, gone_response
 
 logger = logging.getLogger("flask_athena")
 
@@ -116,7 +116,11 @@ def _check_origin(state: AthenaState, req: Request | None = None) -> None:
         req = request
     origin = req.headers.get("Origin")
     if origin is not None:
-        if origin.rstrip("/") == req.host_url.rstrip("/"):
+        hops = state.config.proxy_hops
+        # Forwarding headers only count when the app trusts that many
+        # proxies (ATHENA_PROXY_HOPS): any client can send them.
+        own = req.host_url.rstrip("/") if hops == 0 else public_origin(req.environ, hops)
+        if origin.rstrip("/") == own:
             return
         if origin.rstrip("/") in state.config.allowed_origins:
             return
@@ -275,6 +279,7 @@ class EventStream(StreamBody):
 
     def _run(self, cursor: int, frames: list[bytes]) -> Generator[bytes, None, None]:
         page, generation = self._page, self._generation
+        self.count_sent(len(frames), replayed=cursor > 0)
         cursor += len(frames)
         self.sent = cursor
         yield sse_retry(RETRY_MS) + b"".join(frames)
@@ -289,7 +294,7 @@ class EventStream(StreamBody):
             if page.stream_generation != generation:
                 return
             if page.closed:
-                yield gone_event(page.close_reason or "closed")
+                yield gone(self._state.app, page.close_reason or "closed")
                 return
             if not woke:
                 yield HEARTBEAT_EVENT
@@ -304,11 +309,12 @@ class EventStream(StreamBody):
             if fresh is None:
                 # The outbox dropped messages this stream never sent (slow
                 # consumer): say so rather than leave a gap.
-                yield gone_event("outbox-trimmed")
+                yield gone(self._state.app, "outbox-trimmed")
                 return
             if fresh:
                 cursor += len(fresh)
                 self.sent = cursor
+                self.count_sent(len(fresh))
                 yield b"".join(fresh)
 
     def local_page(self) -> LivePage:

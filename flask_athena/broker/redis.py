@@ -39,6 +39,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
 
+from .. import signals
 from ..errors import BrokerUnavailable, CallTimeout, PageNotFound
 from ..protocol import sse_message
 from .loops import Loop, LoopHealth, backoff
@@ -100,6 +101,8 @@ class RedisBroker:
         #: Called with ``(page_id, what)`` when an owned page lost its keys
         #: (``"lost"``) or its remote stream's worker died (``"reader"``).
         self.on_lost: Callable[[str, str], None] | None = None
+        #: The Flask app: the sender of the broker's signals (set by the app state).
+        self.app: Any = None
         self._topics = LocalTopics()
         self._outboxes: dict[str, RedisOutbox] = {}
         self._readers: dict[str, set[Event]] = {}
@@ -184,7 +187,9 @@ class RedisBroker:
         """The client, once this worker is alive and subscribed; else BrokerUnavailable."""
         client = self._start()
         if not self._subscribed.wait(3.0):
-            raise BrokerUnavailable("Redis is unreachable (ATHENA_BROKER_URL).")
+            error = BrokerUnavailable("Redis is unreachable (ATHENA_BROKER_URL).")
+            signals.broker_error.send(self.app, operation="connect", error=error)
+            raise error
         return client
 
     @contextmanager
@@ -192,6 +197,7 @@ class RedisBroker:
         try:
             yield
         except self._redis_mod.exceptions.RedisError as exc:
+            signals.broker_error.send(self.app, operation="request", error=exc)
             raise BrokerUnavailable(f"Redis failed: {type(exc).__name__}") from exc
 
     # -- the Broker protocol -------------------------------------------------
@@ -302,6 +308,7 @@ class RedisBroker:
             try:
                 self._poll(batch)
             except self._redis_mod.exceptions.ConnectionError as exc:
+                signals.broker_error.send(self.app, operation="poll", error=exc)
                 error = BrokerUnavailable(f"Redis failed: {type(exc).__name__}")
                 for _, _, result in batch:
                     result.set_exception(error)
@@ -455,6 +462,7 @@ class RedisBroker:
             ) as exc:
                 tries += 1
                 logger.warning("flask_athena: Redis write failed (%s); retrying", exc)
+                signals.broker_error.send(self.app, operation="write", error=exc)
                 gevent.sleep(backoff(tries))
                 # Replaying a batch is safe: an XADD of an id already
                 # stored fails alone (raise_on_error=False) and trims
@@ -518,6 +526,7 @@ class RedisBroker:
             except self._redis_mod.exceptions.RedisError as exc:
                 tries += 1
                 logger.warning("flask_athena: Redis heartbeat failed (%s)", exc)
+                signals.broker_error.send(self.app, operation="heartbeat", error=exc)
                 gevent.sleep(backoff(tries))
             except Exception as exc:  # boundary: a hook raised in on_lost; keep beating
                 self._loop("heartbeat").item_failed("a page refresh", exc)
@@ -567,6 +576,8 @@ class RedisBroker:
                 # other workers would already call dead.
                 self._client.set(worker_key(self._wid), "1", ex=WORKER_TTL)
                 self._subscribed.set()
+                if tries:
+                    signals.broker_reconnected.send(self.app)
                 tries = 0
                 # Wakes may have been missed while disconnected.
                 for events in list(self._readers.values()):
@@ -582,6 +593,7 @@ class RedisBroker:
                 self._subscribed.clear()
                 tries += 1
                 logger.warning("flask_athena: Redis subscriber lost (%r); reconnecting", exc)
+                signals.broker_error.send(self.app, operation="subscribe", error=exc)
                 gevent.sleep(backoff(tries))
             finally:
                 try:
@@ -619,6 +631,7 @@ class RedisBroker:
             except self._redis_mod.exceptions.ConnectionError as exc:
                 tries += 1
                 logger.warning("flask_athena: Redis inbox failed (%s)", exc)
+                signals.broker_error.send(self.app, operation="inbox", error=exc)
                 gevent.sleep(backoff(tries))
                 continue
             except Exception as exc:  # boundary: an entry redis-py cannot decode
