@@ -30,6 +30,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .config import DEFAULTS
+from .protocol import dumps
 from .reports import read_reports, redis_client, report_prefix
 
 athena_cli = AppGroup("athena", help="flask_athena: live pages, broker checks, broadcasts.")
@@ -170,10 +171,11 @@ def broadcast_command(topic: str, method: str, args: tuple[str, ...]) -> None:
         except ValueError:
             values.append(arg)
     try:
-        reached = state.athena.broadcast(topic, method, *values)
+        # Published with a client of its own: this process is not a worker,
+        # so the broker's greenlets (liveness key, subscriber) stay off.
+        reached = state.cluster.publish_broadcast(
+            redis_client(state.config.broker_url), topic, method, dumps(values)
+        )
     except Exception as exc:
-        raise click.ClickException(f"broadcast failed: {exc}") from exc
-    finally:
-        state.athena.shutdown(current_app)
-    # The count includes this command's own subscriber.
-    click.echo(f"sent {method!r} to {topic!r}: {max(0, int(reached) - 1)} workers received it")
+        raise click.ClickException(f"broadcast failed: {type(exc).__name__}: {exc}") from exc
+    click.echo(f"sent {method!r} to {topic!r}: {reached} workers received it")

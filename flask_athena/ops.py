@@ -349,10 +349,10 @@ def _on_call_failed(
     if ops is None:
         return
     code = error_code(error)
-    _log(logging.INFO, "call failed", "call-failed", page=page_ref(page), method=method, code=code)
-    # The method name comes from the browser: the inspector shows it only
-    # when the element exposes it (a user value otherwise).
+    # The method name comes from the browser: logs and the inspector show it
+    # only when the element exposes it (a user value otherwise).
     shown = method if element is not None and _exposes(element, method) else "(unknown)"
+    _log(logging.INFO, "call failed", "call-failed", page=page_ref(page), method=shown, code=code)
     ops.record_error("call", code, f"{type(element).__name__ if element else '?'}.{shown}")
     if ops.metrics is not None:
         ops.metrics.call_ended(page, element, method, code)

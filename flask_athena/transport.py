@@ -121,13 +121,52 @@ def _check_origin(state: AthenaState, req: Request | None = None) -> None:
         # proxies (ATHENA_PROXY_HOPS): any client can send them.
         own = req.host_url.rstrip("/") if hops == 0 else public_origin(req.environ, hops)
         if origin.rstrip("/") == own:
+            state.origin_accepted = True
             return
         if origin.rstrip("/") in state.config.allowed_origins:
             return
+        _hint_proxy_setup(state, req, origin, own)
         raise Forbidden("Cross-origin request refused.")
     if req.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):
         return
     raise Forbidden("An Origin or Sec-Fetch-Site header is required.")
+
+
+#: Request headers that reverse proxies add.
+PROXY_HEADERS = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded")
+
+
+def _hint_proxy_setup(state: AthenaState, req: Request, origin: str, own: str) -> None:
+    """Log once per worker, with the fix, when refused POSTs look like a proxy setup error.
+
+    Behind a proxy that sends the upstream's name as ``Host``, or terminates
+    TLS without the app trusting ``X-Forwarded-Proto``, *every* POST is
+    refused and the app looks dead with nothing in the logs. The signs: the
+    request came through a proxy (it carries forwarding headers) and either
+    no POST has passed the Origin check in this worker yet, or the browser
+    itself says the request is same-origin (``Sec-Fetch-Site``). A real
+    cross-site POST may trigger it too, hence once and worded as a question.
+    """
+    if state.proxy_hint_logged:
+        return
+    present = [name for name in PROXY_HEADERS if name in req.headers]
+    if not present:
+        return
+    if state.origin_accepted and req.headers.get("Sec-Fetch-Site") != "same-origin":
+        return
+    state.proxy_hint_logged = True
+    logger.warning(
+        "flask_athena refused a POST: its Origin %r is not the origin this app "
+        "sees, %r, and it came through a proxy (%s). Behind a proxy? Set "
+        "ATHENA_PROXY_HOPS to the number of proxies in front (now %d) so their "
+        "X-Forwarded-Proto/-Host count, or have the proxy pass the browser's "
+        "host and scheme (nginx: proxy_set_header Host $http_host; "
+        "proxy_set_header X-Forwarded-Proto $scheme). Logged once per worker.",
+        origin[:200],
+        own,
+        ", ".join(present),
+        state.config.proxy_hops,
+    )
 
 
 def _check_stream_origin(state: AthenaState) -> None:

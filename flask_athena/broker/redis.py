@@ -151,8 +151,7 @@ class RedisBroker:
             retry=redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=0.2, base=0.05), 1),
         )
         self._client = redis.Redis(connection_pool=pool)
-        db = self._client.connection_pool.connection_kwargs.get("db", 0)
-        self._broadcast_channel = f"{BROADCAST_CHANNEL}:{db}:{self._namespace}"
+        self._broadcast_channel = self.broadcast_channel(self._client)
         self._subscribed.clear()
         # Nothing of another process (before a fork) is ours.
         self._queue.clear()
@@ -239,6 +238,21 @@ class RedisBroker:
         message = json.dumps({"t": topic, "m": method, "a": args_json})
         with self._errors():
             return int(client.publish(self._broadcast_channel, message))
+
+    def broadcast_channel(self, client: Any) -> str:
+        """The pub/sub channel of this app's broadcasts, for ``client``'s database."""
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        return f"{BROADCAST_CHANNEL}:{db}:{self._namespace}"
+
+    def publish_broadcast(self, client: Any, topic: str, method: str, args_json: str) -> int:
+        """Publish a broadcast through ``client`` (a ``redis.Redis`` on this URL)
+        without starting this process's broker greenlets.
+
+        For processes that are not workers (``flask athena broadcast``): the
+        workers deliver it as any broadcast. Returns how many received it.
+        """
+        message = json.dumps({"t": topic, "m": method, "a": args_json})
+        return int(client.publish(self.broadcast_channel(client), message))
 
     def close(self) -> None:
         """Stop this worker's loops and join them (bounded); send what is
