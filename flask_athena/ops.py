@@ -156,6 +156,16 @@ class Ops:
                 for topic, count in listed
             ],
             "errors": list(self.errors),
+            # The Redis broker's background loops (alive, restarts, items dropped).
+            "broker_loops": [
+                {
+                    "name": h.name,
+                    "alive": h.alive,
+                    "restarts": h.restarts,
+                    "failed_items": h.failed_items,
+                }
+                for h in (state.cluster.health() if state.cluster is not None else [])
+            ],
         }
 
     def workers(self) -> list[dict[str, Any]]:

@@ -125,6 +125,8 @@ def test_calls_and_forwarded_posts_count_on_every_worker(
     assert after[CALLS_OK] - before.get(CALLS_OK, 0) == 4
     assert after[FORWARDED_OK] - before.get(FORWARDED_OK, 0) == 4
     assert after["athena_call_duration_seconds_count{direction=browser}"] >= 4
+    # Every loop of both workers runs (gauges set with each worker report).
+    assert after["athena_broker_loops_down"] == 0
 
 
 def test_the_cli_lists_pages_on_every_worker(
