@@ -11,6 +11,9 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # athena.js: node --test, tsc
+# deploy/ runs behind Debian's nginx (tests/integration/test_nginx.py), certificates by openssl
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need[*]}"
   $sudo apt-get update -qq
