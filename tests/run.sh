@@ -24,7 +24,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "== installing Python packages into .venv"
-.venv/bin/pip install -q -e ".[test,redis,dev,bench,metrics]"
+.venv/bin/pip install -q -e ".[test,redis,dev,bench,metrics,docs]"
 
 echo "== ruff, mypy --strict"
 .venv/bin/ruff check .
@@ -33,6 +33,9 @@ echo "== ruff, mypy --strict"
 
 echo "== athena.js: tsc --checkJs, athena.d.ts drift, node --test"
 bash tests/js/check.sh
+
+echo "== Sphinx docs (-W: a warning fails)"
+.venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 echo "== pytest"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -120,7 +120,7 @@ class Gunicorn:
             PYTHONPATH=str(ROOT),
         )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "wb") as log:  # one run per log: tests count lines
             self.proc = subprocess.Popen(
                 unit_exec_start(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
