@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
+from .. import signals
 from .loops import Loop, backoff
 from .redis_common import (
     PAGE_REFRESH,
@@ -61,6 +62,8 @@ class Heartbeat(Loop):
         while True:
             try:
                 conn.client.set(worker_key(conn.wid), "1", ex=WORKER_TTL)
+                if tries:
+                    signals.broker_reconnected.send(conn.app)
                 tries = 0
                 now = monotonic()
                 if now - last_pages >= PAGE_REFRESH:
