@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import os
+import logging
 from functools import partial
 from typing import Any
 
 from flask import Flask, current_app, has_app_context, has_request_context, session
+from flask.sessions import SecureCookieSessionInterface
 
-from . import fastcalls, ops
+from . import ops
 from .config import DEFAULTS, AthenaConfig
 from .forwarding import run_forwarded
+from .lane import ResultsLane
+from .modules import JSModules
 from .page import LivePage
 from .protocol import dumps
+from .sessions import CachingSessionInterface
 from .state import SESSION_KEY, AthenaState
 from .transport import blueprint
+
+logger = logging.getLogger("flask_athena")
 
 
 class Athena:
@@ -26,10 +32,9 @@ class Athena:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
-        #: module name -> URL it is served from (registered modules).
-        self.modules: dict[str, str] = {}
-        #: module name -> file path, for modules served by the blueprint.
-        self.module_paths: dict[str, str] = {}
+        #: The JS modules registered with :meth:`register_module` (shared
+        #: with the state of every app this object serves).
+        self.js_modules = JSModules()
         self._app: Flask | None = None
         if app is not None:
             self.init_app(app)
@@ -53,8 +58,20 @@ class Athena:
             # Requests other workers forward to this one run through the app.
             state.cluster.handler = partial(run_forwarded, app)
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
-        if config.fast_calls:
-            fastcalls.install(app, state)
+        if config.fast_calls and type(app.session_interface) is SecureCookieSessionInterface:
+            # Flask's public hook; an app with a session interface of its
+            # own keeps it (and pays the decoding it chose).
+            app.session_interface = CachingSessionInterface(config.url_prefix + "/")
+            if "wsgi_app" in vars(app):
+                # Middleware the app already put there (ProxyFix...) must see
+                # the request first: it may change the scheme and host the
+                # Origin check compares with.
+                logger.info(
+                    "flask_athena: app.wsgi_app is already wrapped; the results lane is off "
+                    "(call init_app before adding WSGI middleware)"
+                )
+            else:
+                app.wsgi_app = ResultsLane(app, state, app.wsgi_app)  # type: ignore[method-assign]
         ops.init_app(app, state)  # logs, metrics, worker reports, the CLI
 
     def state(self, app: Flask | None = None) -> AthenaState:
@@ -117,14 +134,17 @@ class Athena:
         A value naming an existing file is a path; anything else is a URL.
         Registered modules are in every page's import map.
         """
-        if not name or "/" in name or name == "athena":
-            raise ValueError(f"bad module name {name!r}")
-        if os.path.isfile(url_or_path):
-            self.module_paths[name] = os.path.abspath(url_or_path)
-            self.modules.pop(name, None)
-        else:
-            self.modules[name] = url_or_path
-            self.module_paths.pop(name, None)
+        self.js_modules.register(name, url_or_path)
+
+    @property
+    def modules(self) -> dict[str, str]:
+        """module name -> URL it is served from (registered modules)."""
+        return self.js_modules.urls
+
+    @property
+    def module_paths(self) -> dict[str, str]:
+        """module name -> file path, for modules served by the blueprint."""
+        return self.js_modules.paths
 
     def shutdown(self, app: Flask | None = None) -> None:
         """Close every page of ``app`` (reason ``"shutdown"``) and stop its reaper."""

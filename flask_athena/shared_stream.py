@@ -36,7 +36,6 @@ unreachable — so a connection never carries some pages silently stalled.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -48,6 +47,7 @@ from flask import Response, current_app, request, session
 from gevent.queue import Empty, Queue
 from werkzeug.exceptions import BadRequest, Forbidden
 
+from .endpoint import check_session_key, check_stream_origin
 from .protocol import HEARTBEAT_EVENT, sse_event, sse_retry
 from .state import SESSION_KEY
 from .stream import StreamBody, event_stream_response
@@ -100,12 +100,13 @@ def shared_events() -> Response:
     # Every page is checked before any is attached: a refused request leaves
     # the session's pages as they were. (A page another worker owns is
     # checked by its owner when attached, as for a per-page stream.)
+    check_stream_origin(state, request)
+    if not isinstance(key, str):
+        raise Forbidden("This page belongs to another session.")
     for page_id, _ in parts:
         page = state.pages.get(page_id)
-        if not isinstance(key, str) or (
-            page is not None and not hmac.compare_digest(key, page.session_key)
-        ):
-            raise Forbidden("This page belongs to another session.")
+        if page is not None:
+            check_session_key(page, key)
     opened: list[tuple[str, Iterable[bytes]]] = []
     done = False
     try:
@@ -121,7 +122,6 @@ def shared_events() -> Response:
         if not done:
             for _, body in opened:
                 _close(body)
-    assert isinstance(key, str)
     return event_stream_response(SharedEventStream(state, key, opened, RETRY_MS))
 
 
