@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import weakref
 from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -61,6 +62,11 @@ logger = logging.getLogger("flask_athena")
 _PART = re.compile(r"([A-Za-z0-9_-]{1,128}):([0-9]{1,18})")
 
 _ENDED = object()  # a part's body ended without "gone"
+
+#: The newest shared stream of each (app state, session key), while it lives.
+_latest: weakref.WeakValueDictionary[tuple[int, str], SharedEventStream] = (
+    weakref.WeakValueDictionary()
+)
 
 
 def parse_pages(raw: str, limit: int) -> list[tuple[str, int]]:
@@ -107,6 +113,15 @@ def shared_events() -> Response:
         page = state.pages.get(page_id)
         if page is not None:
             check_session_key(page, key)
+    # A browser's tabs have one leader, so a session's newer shared stream
+    # replaces its older one (the old leader closed it, or crashed, and the
+    # server has not written to it since). Free the older one's pages now,
+    # not when its connection is noticed dead: else both would count against
+    # ATHENA_MAX_STREAMS_PER_SESSION for a while, and a session with many
+    # tabs would be refused.
+    older = _latest.get((id(state), key))
+    if older is not None:
+        older.retire()
     opened: list[tuple[str, Iterable[bytes]]] = []
     done = False
     try:
@@ -122,7 +137,9 @@ def shared_events() -> Response:
         if not done:
             for _, body in opened:
                 _close(body)
-    return event_stream_response(SharedEventStream(state, key, opened, RETRY_MS))
+    stream = SharedEventStream(state, key, opened, RETRY_MS)
+    _latest[(id(state), key)] = stream
+    return event_stream_response(stream)
 
 
 def _close(body: Iterable[bytes]) -> None:
@@ -144,7 +161,7 @@ class SharedEventStream(StreamBody):
     every part, so each page is detached as a per-page stream would be.
     """
 
-    __slots__ = ("_parts", "_queue", "_pumps", "_retry_ms")
+    __slots__ = ("_parts", "_queue", "_pumps", "_retry_ms", "__weakref__")
 
     def __init__(
         self,
@@ -194,6 +211,18 @@ class SharedEventStream(StreamBody):
             out = tag(page_id, chunk)
             if out:
                 yield out
+
+    def retire(self) -> None:
+        """A newer shared stream of the session took over: free every page now.
+
+        Runs in the newer request's greenlet. Kills and joins the pumps and
+        closes the parts (each page detached, its stream count given back);
+        this stream's connection then ends at once (or at its next write).
+        """
+        self._release()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(("", _ENDED))
 
     def _release(self) -> None:
         gevent.killall(self._pumps, block=True, timeout=5)

@@ -236,3 +236,35 @@ def test_tag_drops_heartbeats_and_retry_and_names_the_page() -> None:
     assert tag("p", b'event: gone\ndata: {"reason":"closed"}\n\n') == (
         b'event: gone\ndata: {"page":"p","reason":"closed"}\n\n'
     )
+
+
+def test_regression_a_reopened_shared_stream_was_refused_while_the_old_one_still_counted(
+    make_app: Callable[..., Flask],
+) -> None:
+    # The leader reopens its stream whenever a tab joins; the old connection
+    # is noticed dead only at its next write. Its pages counted against
+    # ATHENA_MAX_STREAMS_PER_SESSION until then, so with many tabs the new
+    # stream got 429. A newer shared stream of the session now frees them.
+    app = make_app(lambda: [Recorder()], ATHENA_MAX_STREAMS_PER_SESSION=5, ATHENA_HEARTBEAT=60)
+    client = AthenaClient(app)
+    pages = [client.open() for _ in range(3)]
+    older = shared(client, *[(p, 0) for p in pages])
+    body = iter(older.response)
+    next(body)
+    reader = gevent.spawn(list, body)
+    newer = None
+    try:
+        gevent.idle()
+        newer = shared(client, *[(p, 0) for p in pages])
+        assert newer.status_code == 200
+        next(iter(newer.response))
+        assert reader.get(timeout=5) == []  # the older one ended by itself
+        assert all(p.live.stream_attached for p in pages)
+        older.close()  # as the WSGI server does once the body ended
+        assert client.state.session_streams[pages[0].live.session_key] == 4
+    finally:
+        reader.kill(block=True, timeout=1)
+        older.close()
+        if newer is not None:
+            newer.close()
+    assert not any(p.live.stream_attached for p in pages)
