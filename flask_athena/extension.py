@@ -12,6 +12,7 @@ from . import fastcalls
 from .config import DEFAULTS, AthenaConfig
 from .forwarding import run_forwarded
 from .page import LivePage
+from .presence import Presence
 from .protocol import dumps
 from .state import SESSION_KEY, AthenaState
 from .transport import blueprint
@@ -31,6 +32,8 @@ class Athena:
         #: module name -> file path, for modules served by the blueprint.
         self.module_paths: dict[str, str] = {}
         self._app: Flask | None = None
+        #: Who is in which topic, on every worker: ``track``, ``untrack``, ``list``.
+        self.presence = Presence(self)
         if app is not None:
             self.init_app(app)
             self._app = app

@@ -200,7 +200,7 @@ class LivePage:
             "ackEvery": max(1, min(256, self.state.config.outbox_size // 4)),
             "debug": bool(self.state.app.debug),
         }
-        imports = {"athena": runtime}
+        imports = {"athena": runtime, "athena/presence": f"{base}/static/athena-presence.js"}
         modules = set(self.state.athena.modules) | set(self.state.athena.module_paths)
         modules.update(el.js_class.rpartition(".")[0] for el in self.elements.values())
         for module in sorted(modules):
@@ -420,6 +420,7 @@ class LivePage:
             self._detach(child, notify_browser=False)
         for topic in list(element._topics or ()):
             element.leave(topic)
+        self.state.presence.forget(element)
         if element.id is not None:
             self.elements.pop(element.id, None)
         self._run_hook(element.detached)
