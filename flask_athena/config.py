@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "FAST_CALLS": True,
     "PRESENCE_MAX_MEMBERS": 10_000,
     "PRESENCE_MAX_META": 1024,
+    "PROXY_HOPS": 0,
+    "METRICS": False,  # validated by flask_athena.ops
+    "REPORT_INTERVAL": 2.0,  # validated by flask_athena.ops
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -54,6 +57,8 @@ class AthenaConfig:
     fast_calls: bool = True
     presence_max_members: int = 10_000
     presence_max_meta: int = 1024
+    #: Reverse proxies in front whose X-Forwarded-* headers are trusted (0: none).
+    proxy_hops: int = 0
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:
@@ -115,6 +120,7 @@ class AthenaConfig:
             fast_calls=fast,
             presence_max_members=number("PRESENCE_MAX_MEMBERS", int, 1),
             presence_max_meta=number("PRESENCE_MAX_META", int, 64),
+            proxy_hops=number("PROXY_HOPS", int, 0),
         )
 
 

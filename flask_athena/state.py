@@ -22,6 +22,7 @@ from .presence import LocalPresence
 if TYPE_CHECKING:
     from .broker import Broker
     from .extension import Athena
+    from .ops import Ops
     from .presence import PresenceBackend
     from .stream import StreamBody
 
@@ -46,6 +47,7 @@ class AthenaState:
                 config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
             )
             self.cluster.on_lost = self.page_lost
+            self.cluster.app = app
             self.broker = self.cluster
         else:
             self.broker = MemoryBroker()
@@ -65,6 +67,12 @@ class AthenaState:
             self.presence = RedisPresence(self, self.cluster)
         else:
             self.presence = LocalPresence(self)
+        #: A POST passed the Origin check as same-origin / the proxy hint was
+        #: logged (see transport's ``_hint_proxy_setup``).
+        self.origin_accepted = False
+        self.proxy_hint_logged = False
+        #: Logs, metrics, worker reports (set by :func:`flask_athena.ops.init_app`).
+        self.ops: Ops | None = None
 
     # -- pages --------------------------------------------------------------
 

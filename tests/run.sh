@@ -10,6 +10,7 @@ sudo=""
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # athena.js: node --test, tsc
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need[*]}"
   $sudo apt-get update -qq
@@ -20,12 +21,15 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "== installing Python packages into .venv"
-.venv/bin/pip install -q -e ".[test,redis,dev,bench]"
+.venv/bin/pip install -q -e ".[test,redis,dev,bench,metrics]"
 
 echo "== ruff, mypy --strict"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+
+echo "== athena.js: tsc --checkJs, athena.d.ts drift, node --test"
+bash tests/js/check.sh
 
 echo "== pytest"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
