@@ -92,9 +92,7 @@ class AfterBox(LiveElement):
         self.call_remote("presence_diff", joins, leaves)
 
 
-def measure(
-    make: Callable[[Athena], LiveElement], members: int, joins: int
-) -> dict[str, float]:
+def measure(make: Callable[[Athena], LiveElement], members: int, joins: int) -> dict[str, float]:
     app = Flask(__name__)
     app.config.update(SECRET_KEY="bench", ATHENA_MAX_PAGES_PER_SESSION=members + 10)
     athena = Athena(app)

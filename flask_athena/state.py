@@ -68,7 +68,7 @@ class AthenaState:
         else:
             self.presence = LocalPresence(self)
         #: A POST passed the Origin check as same-origin / the proxy hint was
-        #: logged (see transport's ``_hint_proxy_setup``).
+        #: logged (see ``endpoint.hint_proxy_setup``).
         self.origin_accepted = False
         self.proxy_hint_logged = False
         #: Logs, metrics, worker reports (set by :func:`flask_athena.ops.init_app`).

@@ -45,7 +45,8 @@ from gevent.lock import BoundedSemaphore
 from ..errors import BrokerUnavailable, PresenceFull
 from ..presence import Meta, Presences, PresenceView, make_entry, new_ref
 from ..protocol import dumps
-from .redis_outbox import backoff, worker_key
+from .loops import Loop, backoff
+from .redis_common import worker_key
 from .redis_presence_lua import REAP, TRACK, UNTRACK, parse_pairs, parse_topic_hash, version_step
 
 if TYPE_CHECKING:
@@ -102,7 +103,13 @@ class RedisPresence:
         self._pid: int | None = None
         self._wid = ""
         self._scripts: dict[str, Any] = {}
-        self._greenlets: list[gevent.Greenlet] = []
+        #: Supervised (restarted with backoff if a body dies; stop() joins).
+        self._loops = (
+            Loop("presence-subscriber", self._listen_forever),
+            Loop("presence-applier", self._apply_forever),
+            Loop("presence-maintenance", self._maintain_forever),
+        )
+        #: The applier's greenlet: hooks run in it (track from a hook must not wait).
         self._applier: gevent.Greenlet | None = None
         self._closed = False
 
@@ -129,19 +136,14 @@ class RedisPresence:
         self._versions.clear()
         self.view.topics.clear()
         self._loaded.clear()
-        self._applier = gevent.spawn(self._apply_forever)
-        self._greenlets = [
-            gevent.spawn(self._listen_forever),
-            self._applier,
-            gevent.spawn(self._maintain_forever),
-        ]
+        for loop in self._loops:
+            loop.start()
 
     def close(self) -> None:
         """Stop the greenlets; remove this worker's entries (one diff per topic)."""
         self._closed = True
-        for greenlet in self._greenlets:
-            greenlet.kill(block=True, timeout=5)
-        self._greenlets = []
+        for loop in self._loops:
+            loop.stop()
         if self._pid == os.getpid() and self._mine:
             try:
                 with gevent.Timeout(5, False):  # silent: the others reap us anyway
@@ -323,6 +325,7 @@ class RedisPresence:
         self._queued.set()
 
     def _apply_forever(self) -> None:
+        self._applier = gevent.getcurrent()
         tries = 0
         while True:
             if not self._queue:
