@@ -998,13 +998,21 @@ function reloadAllowed() {
 
 // ---- Page lifecycle and boot ------------------------------------------------
 
-/** @param {PageTransitionEvent} event */
+// The close beacon, made at boot so that pagehide does nothing before sending it.
+let closeBeacon = /** @type {Blob|null} */ (null);
+let closeSent = false;
+
+/** The page's final pagehide (not one into the back/forward cache) sends the
+ * close beacon, so the server frees the page at once, not after
+ * ATHENA_PAGE_TIMEOUT. When a tab is closed, Firefox may stop the first
+ * pagehide listener part-way through (measured: 2 closes in 3 lost the beacon
+ * when it came after other work); the listeners after it do run. So the beacon
+ * is the first thing this listener does, and it is registered twice: the second
+ * run sends the beacon if the first was stopped before it could (a second
+ * close is answered 204 too) and finishes the rest, which is idempotent.
+ * @param {PageTransitionEvent} event */
 function onPageHide(event) {
-  // The close beacon is the FIRST thing done here: when a tab is closed,
-  // Firefox may stop running this listener part-way through (with the stream
-  // closed first, 2 closes in 3 sent no beacon and the page lived on until
-  // ATHENA_PAGE_TIMEOUT).
-  if (!event.persisted && !unloading && !isGone()) sendCloseBeacon();
+  if (!event.persisted && !closeSent && !isGone()) sendCloseBeacon();
   streamRetry.reset();
   closeStream();
   if (event.persisted) { // back/forward cache: the page may come back
@@ -1017,12 +1025,15 @@ function onPageHide(event) {
 /** Tells the server the page is closed (a beacon outlives the document). */
 function sendCloseBeacon() {
   const cfg = /** @type {AthenaConfig} */ (config);
-  const body = JSON.stringify({ token: cfg.token });
-  if (!navigator.sendBeacon?.(cfg.close, new Blob([body], { type: "application/json" }))) {
-    fetch(cfg.close, {
-      method: "POST", keepalive: true, credentials: "same-origin", headers: { "Content-Type": "application/json" }, body,
-    }).catch(() => { /* unloading; the server's page timeout closes the page anyway */ });
+  if (closeBeacon && navigator.sendBeacon?.(cfg.close, closeBeacon)) {
+    closeSent = true;
+    return;
   }
+  closeSent = true;
+  fetch(cfg.close, {
+    method: "POST", keepalive: true, credentials: "same-origin", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token: cfg.token }),
+  }).catch(() => { /* unloading; the server's page timeout closes the page anyway */ });
 }
 
 /** @param {PageTransitionEvent} event */
@@ -1059,7 +1070,9 @@ async function boot() {
   config = readConfig(); // before any await: widget constructors may callRemote
   if (!config) return; // imported on a page without a LivePage: stay inert
   setStatus("connecting");
+  closeBeacon = new Blob([JSON.stringify({ token: config.token })], { type: "application/json" });
   window.addEventListener("pagehide", onPageHide);
+  window.addEventListener("pagehide", (event) => onPageHide(event)); // see onPageHide
   window.addEventListener("pageshow", onPageShow);
   window.addEventListener("online", () => {
     for (const timer of [callsRetry, controlRetry, streamRetry]) timer.fireNow();
