@@ -14,6 +14,7 @@ setup(
         "flask_athena": [
             "py.typed",
             "static/*.js",
+            "static/*.d.ts",
             "static/*.css",
             "inspector/static/*",
             "inspector/templates/athena_inspector/*",
@@ -28,6 +29,11 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5"],
+        # What README's deployment runs: gunicorn's gevent worker, plus the
+        # "packaging" module that worker imports without declaring it.
+        "gunicorn": ["gunicorn>=27", "packaging"],  # 27: the version CI runs
+        # Sphinx builds docs/ (tests/run.sh builds it with -W).
+        "docs": ["sphinx>=7"],
         # ATHENA_METRICS: the Prometheus client the metrics are exported with
         "metrics": ["prometheus_client>=0.17"],
         "test": [

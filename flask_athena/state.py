@@ -58,6 +58,10 @@ class AthenaState:
         #: Redis, other workers'): the reaper cuts those that cannot keep up.
         self.streams: set[StreamBody] = set()
         self._reaper: gevent.Greenlet | None = None
+        #: A POST passed the Origin check as same-origin / the proxy hint was
+        #: logged (see ``endpoint.hint_proxy_setup``).
+        self.origin_accepted = False
+        self.proxy_hint_logged = False
         #: Logs, metrics, worker reports (set by :func:`flask_athena.ops.init_app`).
         self.ops: Ops | None = None
 

@@ -15,7 +15,10 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v firefox-esr >/dev/null 2>&1 || need+=(firefox-esr)
 command -v WebKitWebDriver >/dev/null 2>&1 || need+=(webkit2gtk-driver)
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
-command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # athena.js: node --test, tsc
+# deploy/ runs behind Debian's nginx (tests/integration/test_nginx.py), certificates by openssl
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need[*]}"
   $sudo apt-get update -qq
@@ -36,12 +39,18 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "== installing Python packages into .venv"
-.venv/bin/pip install -q -e ".[test,redis,dev,bench,metrics]"
+.venv/bin/pip install -q -e ".[test,redis,dev,bench,metrics,docs]"
 
 echo "== ruff, mypy --strict"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+
+echo "== athena.js: tsc --checkJs, athena.d.ts drift, node --test"
+bash tests/js/check.sh
+
+echo "== Sphinx docs (-W: a warning fails)"
+.venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 echo "== pytest"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
