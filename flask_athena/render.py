@@ -59,7 +59,7 @@ def head(page: LivePage) -> Markup:
             else None
         ),
     }
-    imports = {"athena": runtime}
+    imports = {"athena": runtime, "athena/presence": f"{base}/static/athena-presence.js"}
     modules = state.modules.names()
     modules.update(el.js_class.rpartition(".")[0] for el in page.elements.values())
     for module in sorted(modules):
