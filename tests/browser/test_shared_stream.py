@@ -22,7 +22,11 @@ from tests.support import LiveServer
 pytestmark = pytest.mark.browser
 
 MESSAGES = ".messages li.message"
-SHARING = "Athena.sharedStream"
+SHARING = "async () => (await import('athena')).Athena.sharedStream"
+#: Kept across reloads: a tab that went gone (and reloaded) says why.
+GONE_LOG = """document.addEventListener("athena:gone", (event) => {
+  sessionStorage.setItem("athena-test-gone", JSON.stringify(event.detail));
+});"""
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,6 @@ def open_tab(context: Any, url: str, name: str) -> LivePageHandle:
     """A new tab of ``context`` on the chat, in the room (a returning visitor
     of the session enters at once; the first one types a name)."""
     tab = open_live(context, url + "/chat")
-    tab.page.evaluate("async () => { window.Athena = (await import('athena')).Athena; }")
     form = tab.page.locator(".name-form")
     if form.is_visible():
         tab.page.get_by_label("Your name").fill(name)
@@ -68,6 +71,8 @@ def sharing(tab: LivePageHandle) -> Any:
 
 
 def leader_of(tabs: list[LivePageHandle]) -> LivePageHandle:
+    gone = [t.page.evaluate("sessionStorage.getItem('athena-test-gone')") for t in tabs]
+    assert not any(gone), gone
     leaders = [t for t in tabs if (sharing(t) or {}).get("leader")]
     assert len(leaders) == 1, [sharing(t) for t in tabs]
     return leaders[0]
@@ -85,6 +90,7 @@ def test_ten_tabs_of_one_browser_on_http_1_1_each_chat_and_see_every_message_onc
     server: LiveServer, new_context: ContextFactory
 ) -> None:
     context = new_context()
+    context.add_init_script(GONE_LOG)
     tabs = [open_tab(context, server.url, "ten") for _ in range(10)]
     # One stream for all: one leader, carrying the ten pages.
     leader = leader_of(tabs)
@@ -106,6 +112,7 @@ def test_closing_the_leader_tab_mid_conversation_loses_and_doubles_nothing(
     server: LiveServer, new_context: ContextFactory
 ) -> None:
     context = new_context()
+    context.add_init_script(GONE_LOG)
     tabs = [open_tab(context, server.url, "eight") for _ in range(8)]
     leader = leader_of(tabs)
     others = [t for t in tabs if t is not leader]
@@ -148,6 +155,7 @@ def test_a_cut_shared_stream_resumes_every_tab_by_replay(
 ) -> None:
     with FaultProxy(server.port) as proxy:
         context = new_context()
+        context.add_init_script(GONE_LOG)
         tabs = [open_tab(context, proxy.url, "cut") for _ in range(7)]
         leader_of(tabs)
         say(tabs[0], "before the cut")
