@@ -161,7 +161,12 @@ def _internal(
 
 
 def remote_events(
-    state: AthenaState, broker: RedisBroker, page_id: str, last: int, retry_ms: int
+    state: AthenaState,
+    broker: RedisBroker,
+    page_id: str,
+    last: int,
+    retry_ms: int,
+    ack: bool = True,
 ) -> Response:
     """Serve the event stream of a page another worker owns, from Redis."""
     owner = broker.locate(page_id)
@@ -203,7 +208,7 @@ def remote_events(
         # Last-Event-ID beyond the newest one trimmed first would forget
         # messages the browser never had (its replay from 0 found nothing
         # and no ``gone``: a silent loss).
-        if last:
+        if last and ack:  # a shared stream's last is no ack (see page_events)
             broker.trim(page_id, last)
     except AthenaError:
         stream.close()

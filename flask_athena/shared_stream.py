@@ -126,7 +126,11 @@ def shared_events() -> Response:
     done = False
     try:
         for page_id, last in parts:
-            response = page_events(page_id, last)
+            # Not an ack: the leader knows what it relayed, not what the
+            # tab applied (relays may be in flight); each tab acks its page
+            # in its own POSTs, so a tab asking again from an older id after
+            # a leader change or a resync still finds its messages.
+            response = page_events(page_id, last, ack=False)
             if response.status_code != 200:
                 return response  # a Redis owner's refusal: the answer for the whole stream
             # The view's own body (direct_passthrough): an EventStream, a

@@ -138,17 +138,19 @@ def events(page_id: str) -> Response:
 blueprint.add_url_rule("/events", "shared_events", shared_events, methods=["GET"])
 
 
-def page_events(page_id: str, last: int) -> Response:
+def page_events(page_id: str, last: int, ack: bool = True) -> Response:
     """Attach an event stream to ``page_id``, replaying what follows ``last``.
 
     The per-page view and the shared stream (:mod:`flask_athena.shared_stream`)
     both attach pages through this; runs in the request's context and greenlet.
+    ``ack``: ``last`` also acknowledges (the page's own Last-Event-ID does; a
+    shared stream's leader only knows what it relayed, not what the tab has).
     """
     state = _state()
     check_stream_origin(state, request)
     if state.cluster is not None and page_id not in state.pages:
         # Another worker owns the page: stream it from Redis.
-        return remote_events(state, state.cluster, page_id, last, RETRY_MS)
+        return remote_events(state, state.cluster, page_id, last, RETRY_MS, ack=ack)
     page = state.pages.get(page_id)
     if page is None or page.closed:
         # Not an error status: EventSource hides those. The browser must
@@ -161,7 +163,8 @@ def page_events(page_id: str, last: int) -> Response:
     key = page.session_key
     if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
         raise TooManyStreams()
-    page.outbox.ack(last)
+    if ack:
+        page.outbox.ack(last)
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
     # Attach here, in the request context, so connected() hooks can use
     # session, g and url_for like any view.

@@ -58,7 +58,7 @@ def test_each_page_replays_from_its_own_last_id_tagged_with_its_page(
         assert [i for p, i, _ in got if p == two.id] == [1, 2, 3]
         assert all(f'"one-{i - 1}"' in data for p, i, data in got if p == one.id)
         assert one.live.stream_attached and two.live.stream_attached
-        assert len(one.live.outbox) == 2  # page one's last id acknowledged message 1
+        assert len(one.live.outbox) == 3  # a shared stream's last ids acknowledge nothing
     finally:
         response.close()
     assert not one.live.stream_attached and not two.live.stream_attached
@@ -268,3 +268,25 @@ def test_regression_a_reopened_shared_stream_was_refused_while_the_old_one_still
         if newer is not None:
             newer.close()
     assert not any(p.live.stream_attached for p in pages)
+
+
+def test_regression_a_tab_asking_from_an_older_id_was_gone_outbox_trimmed(
+    browser: AthenaClient,
+) -> None:
+    # The leader reopened the stream with the id it had relayed (which then
+    # acknowledged it) while the relay was still on its way to the tab; the
+    # tab, resyncing from the id it had, found its messages trimmed: gone.
+    page = browser.open()
+    for n in range(3):
+        element(page).call_remote("hear", n)
+    first_chunk(shared(browser, (page, 3)))
+    response = shared(browser, (page, 1))
+    try:
+        body = iter(response.response)
+        chunks = b""
+        while len(messages(chunks)) < 2 and b"gone" not in chunks:
+            chunks += next(body)
+        assert b"gone" not in chunks
+        assert [i for _, i, _ in messages(chunks)] == [2, 3]
+    finally:
+        response.close()
