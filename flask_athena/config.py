@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "PROXY_HOPS": 0,
     "METRICS": False,  # validated by flask_athena.ops
     "REPORT_INTERVAL": 2.0,  # validated by flask_athena.ops
-    "SHARED_STREAM": True,
+    "SHARED_STREAM": False,
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -60,8 +60,8 @@ class AthenaConfig:
     presence_max_meta: int = 1024
     #: Reverse proxies in front whose X-Forwarded-* headers are trusted (0: none).
     proxy_hops: int = 0
-    #: The tabs of one browser share one event stream (DESIGN §9).
-    shared_stream: bool = True
+    #: The tabs of one browser share one event stream (DESIGN §9); off by default for now.
+    shared_stream: bool = False
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:

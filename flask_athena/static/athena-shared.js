@@ -204,7 +204,12 @@ class StreamHub {
       this.releaseLock = () => release();
       this.lead();
     })).catch(() => { /* aborted: stop() */ });
-    if (this.source) this.sendAttach();
+    if (this.source) {
+      // Back from the cache or a freeze: messages may have been missed, so
+      // ask again from the last id this tab has (see onTabMessage).
+      this.post({ t: "detach", page: this.source.page });
+      this.sendAttach();
+    }
   }
 
   /**
@@ -327,9 +332,12 @@ class StreamHub {
   onTabMessage(message) {
     if (message.t === "attach") {
       const known = this.pages.get(message.page);
-      if (known === undefined || message.last < known) {
-        // A new page, or a tab that missed messages (it resynced after a
-        // gap): the stream must be reopened to replay from its last id.
+      if (known === undefined) {
+        // A new page, or one that detached to ask again from its last id
+        // (a resync after a gap, a tab back from the cache): the stream is
+        // reopened to replay from there. An attach for a page already on
+        // the stream never lowers its id: it may be stale (sent before
+        // relays that followed), and the tab may have acknowledged past it.
         this.pages.set(message.page, message.last);
         this.scheduleReopen();
       } else if (this.streamOpen && this.streamPages.has(message.page)) {

@@ -33,7 +33,9 @@ GONE_LOG = """document.addEventListener("athena:gone", (event) => {
 def server() -> Iterator[LiveServer]:
     # A long heartbeat: a stream that stalls is found by the tests, not hidden
     # by a watchdog's reconnect.
-    server = start_server(EXAMPLE_APP, "shared-stream", heartbeat=30, page_timeout=120)
+    server = start_server(
+        EXAMPLE_APP, "shared-stream", heartbeat=30, page_timeout=120, shared_stream=True
+    )
     yield server
     server.stop()
 

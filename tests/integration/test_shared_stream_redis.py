@@ -37,6 +37,7 @@ def server(redis_server: RedisServer) -> Iterator[LiveServer]:
         "ATHENA_HEARTBEAT": "0.5",
         "ATHENA_PAGE_TIMEOUT": "120",  # pages wait for the stream while others open
         "ATHENA_CALL_TIMEOUT": "5",
+        "ATHENA_SHARED_STREAM": "true",
         "SECRET_KEY": "flask-athena-shared-stream-tests",
     }
     server = LiveServer("tests.apps.redis_app:app", "shared-stream-redis", workers=3, env=env)

@@ -347,3 +347,21 @@ test("a tab attaching while the stream is down waits for the backoff's retry", a
   assert.equal(browser.EventSource.instances.length, count + 1);
   assert.deepEqual(browser.pagesOf(browser.stream()), { p1: 0, p2: 0 });
 });
+
+test("a stale attach never lowers a page's id on the stream (the tab may have acked past it)", async () => {
+  // Seen in Chromium under load: a tab's attach, sent before relays that
+  // followed, reached the leader late; the stream reopened from the old id,
+  // which the tab's own ack had already trimmed: gone (outbox-trimmed).
+  const browser = fakeBrowser();
+  const [a, b] = [await browser.open(), await browser.open()];
+  const es = browser.stream();
+  es.open();
+  for (let id = 1; id <= 5; id++) send(es, "p2", id, `b${id}`);
+  await settle();
+  const count = browser.EventSource.instances.length;
+  a.hub.onChannel({ t: "attach", page: "p2", last: 1 }); // as delivered late
+  await browser.clock.advance(100);
+  assert.equal(browser.EventSource.instances.length, count, "reopened for a stale attach");
+  assert.equal(a.hub.pages.get("p2"), 5);
+  assert.deepEqual(b.seen, ["b1", "b2", "b3", "b4", "b5"]);
+});

@@ -16,7 +16,12 @@ from .widgets import Recorder, element, first_chunk, parse_frames
 
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
-    return make_app(lambda: [Recorder()], ATHENA_OUTBOX_SIZE=8, ATHENA_HEARTBEAT=0.05)
+    return make_app(
+        lambda: [Recorder()],
+        ATHENA_OUTBOX_SIZE=8,
+        ATHENA_HEARTBEAT=0.05,
+        ATHENA_SHARED_STREAM=True,
+    )
 
 
 @pytest.fixture
