@@ -137,7 +137,7 @@ class Ops:
                     topics[topic] = topics.get(topic, 0) + 1
         now = monotonic()
         described = [_describe_page(page, now) for page in pages[:SNAPSHOT_PAGES]]
-        presence = getattr(state.athena, "presence", None)
+        presence = _presence_table(state)
         listed = sorted(topics.items())[:SNAPSHOT_TOPICS]
         return {
             "worker": state.cluster.worker_id if state.cluster is not None else "local",
@@ -156,6 +156,16 @@ class Ops:
                 for topic, count in listed
             ],
             "errors": list(self.errors),
+            # The Redis broker's background loops (alive, restarts, items dropped).
+            "broker_loops": [
+                {
+                    "name": h.name,
+                    "alive": h.alive,
+                    "restarts": h.restarts,
+                    "failed_items": h.failed_items,
+                }
+                for h in (state.cluster.health() if state.cluster is not None else [])
+            ],
         }
 
     def workers(self) -> list[dict[str, Any]]:
@@ -194,6 +204,15 @@ def _flag(config: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{key} must be True or False, got {value!r}")
     return value
+
+
+def _presence_table(state: AthenaState) -> Any:
+    """The app's presence table (``list(topic)`` never blocks), when it has one.
+
+    The per-app table on the state, so no app context is needed (the report
+    writer and the inspector's pusher run in greenlets of their own).
+    """
+    return getattr(state, "presence", None)
 
 
 def _presence(presence: Any, topic: str) -> int | None:
@@ -278,9 +297,15 @@ def _ops(sender: Any) -> Ops | None:
     return ops if isinstance(ops, Ops) else None
 
 
-def _log(level: int, message: str, event: str, **fields: Any) -> None:
+_NO_PAGE: Any = object()
+
+
+def _log(level: int, message: str, event: str, page: Any = _NO_PAGE, **fields: Any) -> None:
+    # The page's hash is computed only when the record is wanted.
     if event_logger.isEnabledFor(level):
-        extra = {"athena_event": event}
+        extra: dict[str, Any] = {"athena_event": event}
+        if page is not _NO_PAGE:
+            extra["athena_page"] = page_ref(page)
         extra.update({f"athena_{key}": value for key, value in fields.items()})
         event_logger.log(level, message, extra=extra)
 
@@ -289,7 +314,7 @@ def _on_page_opened(sender: Any, page: LivePage, **extra: Any) -> None:
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "page opened", "page-opened", page=page_ref(page))
+    _log(logging.DEBUG, "page opened", "page-opened", page=page)
     if ops.metrics is not None:
         ops.metrics.page_opened()
     if ops.reports is not None:
@@ -301,7 +326,7 @@ def _on_page_connected(sender: Any, page: LivePage, first: bool = False, **extra
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "page connected", "page-connected", page=page_ref(page), first=first)
+    _log(logging.DEBUG, "page connected", "page-connected", page=page, first=first)
     ops.changed()
 
 
@@ -309,7 +334,7 @@ def _on_page_disconnected(sender: Any, page: LivePage, **extra: Any) -> None:
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "page disconnected", "page-disconnected", page=page_ref(page))
+    _log(logging.DEBUG, "page disconnected", "page-disconnected", page=page)
     ops.changed()
 
 
@@ -317,7 +342,7 @@ def _on_page_closed(sender: Any, page: LivePage, reason: str = "", **extra: Any)
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "page closed", "page-closed", page=page_ref(page), reason=reason)
+    _log(logging.DEBUG, "page closed", "page-closed", page=page, reason=reason)
     if ops.metrics is not None:
         ops.metrics.page_closed(page, reason)
     ops.changed()
@@ -352,7 +377,7 @@ def _on_call_failed(
     # The method name comes from the browser: logs and the inspector show it
     # only when the element exposes it (a user value otherwise).
     shown = method if element is not None and _exposes(element, method) else "(unknown)"
-    _log(logging.INFO, "call failed", "call-failed", page=page_ref(page), method=shown, code=code)
+    _log(logging.INFO, "call failed", "call-failed", page=page, method=shown, code=code)
     ops.record_error("call", code, f"{type(element).__name__ if element else '?'}.{shown}")
     if ops.metrics is not None:
         ops.metrics.call_ended(page, element, method, code)
@@ -368,7 +393,7 @@ def _on_stream_opened(sender: Any, page: LivePage | None = None, **extra: Any) -
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "stream opened", "stream-opened", page=page_ref(page))
+    _log(logging.DEBUG, "stream opened", "stream-opened", page=page)
     if ops.metrics is not None:
         ops.metrics.stream_opened()
     if ops.reports is not None:
@@ -380,7 +405,7 @@ def _on_stream_closed(sender: Any, page: LivePage | None = None, **extra: Any) -
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "stream closed", "stream-closed", page=page_ref(page))
+    _log(logging.DEBUG, "stream closed", "stream-closed", page=page)
     if ops.metrics is not None:
         ops.metrics.stream_closed()
     ops.changed()
@@ -400,7 +425,7 @@ def _on_stream_cut(
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.INFO, "event stream cut", "stream-cut", page=page_ref(page), reason=reason)
+    _log(logging.INFO, "event stream cut", "stream-cut", page=page, reason=reason)
     ops.record_error("stream-cut", "stream-cut", reason)
     if ops.metrics is not None:
         ops.metrics.stream_cut(reason)
@@ -432,7 +457,8 @@ def _on_broker_error(
     if ops is None:
         return
     what = type(error).__name__ if error is not None else "?"
-    _log(logging.WARNING, "broker error", "broker-error", operation=operation, error=what)
+    # INFO: the broker's own warning already says it in words.
+    _log(logging.INFO, "broker error", "broker-error", operation=operation, error=what)
     ops.record_error("broker", operation, what)
     if ops.metrics is not None:
         ops.metrics.broker_error(operation)
@@ -449,11 +475,10 @@ def _on_broker_reconnected(sender: Any, **extra: Any) -> None:
 
 def _on_presence_changed(sender: Any, topic: str = "", **extra: Any) -> None:
     ops = _ops(sender)
-    if ops is None:
+    if ops is None or not isinstance(topic, str) or not topic:
         return
     if ops.metrics is not None:
-        presence = getattr(ops.state.athena, "presence", None)
-        members = _presence(presence, topic)
+        members = _presence(_presence_table(ops.state), topic)
         if members is not None:
             ops.metrics.presence_members(topic, members)
     ops.changed()
