@@ -14,7 +14,6 @@ from collections.abc import Generator
 from flask import Blueprint, Response, current_app, request, send_file, session
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from .broker.redis_outbox import RedisOutbox
 from .endpoint import (
     answer_calls,
     calls_response,
@@ -24,7 +23,6 @@ from .endpoint import (
     check_token,
     checked_calls,
     error_response,
-    find_page,
     http_error_response,
     internal_error_response,
     read_json_body,
@@ -37,11 +35,10 @@ from .errors import (
     TooManyPages,
     TooManyStreams,
 )
-from .forwarding import forward_post, is_forwarded, remote_events
+from .forwarding import forward_calls, forward_close, remote_events
 from .page import LivePage
 from .protocol import (
     HEARTBEAT_EVENT,
-    dumps,
     loads,
     sse_retry,
 )
@@ -99,8 +96,8 @@ def calls(page_id: str) -> Response:
     """Browser → server calls: the checks of :mod:`~flask_athena.endpoint`, in order,
     then :func:`~flask_athena.endpoint.answer_calls` in this request's context."""
     state = _state()
-    if state.cluster is not None and page_id not in state.pages and not is_forwarded():
-        return forward_post(state, state.cluster, page_id, closing=False)
+    if state.cluster is not None and page_id not in state.pages:
+        return forward_calls(state, state.cluster, page_id)
     page, batch = checked_calls(state, page_id, request, session)
     return calls_response(*answer_calls(state, page, batch))
 
@@ -108,8 +105,8 @@ def calls(page_id: str) -> Response:
 @blueprint.post("/<page_id>/close")
 def close(page_id: str) -> Response:
     state = _state()
-    if state.cluster is not None and page_id not in state.pages and not is_forwarded():
-        return forward_post(state, state.cluster, page_id, closing=True)
+    if state.cluster is not None and page_id not in state.pages:
+        return forward_close(state, state.cluster, page_id)
     check_origin(state, request)
     body = loads(read_json_body(state, request))
     page = state.pages.get(page_id)
@@ -154,8 +151,8 @@ def events(page_id: str) -> Response:
     # Attach here, in the request context, so connected() hooks can use
     # session, g and url_for like any view.
     generation = page.attach_stream()
-    if isinstance(page.outbox, RedisOutbox):
-        page.outbox.reader = None  # this worker serves the stream now
+    if state.cluster is not None:
+        state.cluster.attach_reader(page.id, None)  # this worker serves the stream now
     page.stream = EventStream(state, page, generation, last, frames)
     return event_stream_response(page.stream)
 
@@ -228,49 +225,6 @@ class EventStream(StreamBody):
         if self._page.stream is self:
             self._page.stream = None
         self._page.detach_stream(self._generation)
-
-
-# -- internal endpoints of the Redis broker ------------------------------------
-# Reached only by requests another worker forwarded (environ flag, see
-# forwarding.py); anybody else gets the same 404 as for an unknown page.
-
-
-def _forwarded_page(state: AthenaState, page_id: str) -> tuple[LivePage, RedisOutbox]:
-    page = find_page(state, page_id)
-    if not is_forwarded() or not isinstance(page.outbox, RedisOutbox):
-        raise PageNotFound()
-    return page, page.outbox
-
-
-@blueprint.post("/<page_id>/_attach")
-def attach_remote(page_id: str) -> Response:
-    """A worker that does not own the page serves its stream: attach it here."""
-    state = _state()
-    page, outbox = _forwarded_page(state, page_id)
-    check_session(page, session)
-    body = loads(read_json_body(state, request))
-    reader = body.get("reader") if isinstance(body, dict) else None
-    if not isinstance(reader, str):
-        raise BadRequest()
-    generation = page.attach_stream()
-    outbox.reader = reader
-    return Response(dumps({"gen": generation}), mimetype="application/json")
-
-
-@blueprint.post("/<page_id>/_detach")
-def detach_remote(page_id: str) -> Response:
-    """The stream another worker served for this page ended."""
-    state = _state()
-    if not is_forwarded():
-        raise PageNotFound()
-    page = state.pages.get(page_id)
-    body = loads(read_json_body(state, request))
-    generation = body.get("gen") if isinstance(body, dict) else None
-    if page is not None and isinstance(generation, int) and isinstance(page.outbox, RedisOutbox):
-        if generation == page.stream_generation:
-            page.outbox.reader = None
-        page.detach_stream(generation)
-    return Response(status=204)
 
 
 def _wrong_method(page_id: str, allowed: str) -> Response:
