@@ -218,8 +218,6 @@ def serve_forwarded(state: AthenaState, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _serve(state: AthenaState, kind: str, page_id: str, req: dict[str, Any]) -> tuple[int, str]:
-    broker = state.cluster
-    assert broker is not None
     if kind == "calls":
         page = checked_page(state, page_id, session.get(SESSION_KEY), req["token"])
         batch = parse_batch(dumps(req["batch"]))
@@ -237,14 +235,14 @@ def _serve(state: AthenaState, kind: str, page_id: str, req: dict[str, Any]) -> 
         if not isinstance(reader, str):
             raise BadRequest()
         generation = page.attach_stream()
-        broker.attach_reader(page_id, reader)
+        page.outbox.served_by(reader)
         return 200, dumps({"gen": generation})
     if kind == "detach":
         detached = state.pages.get(page_id)
         generation = req["gen"]
         if detached is not None and isinstance(generation, int):
             if generation == detached.stream_generation:
-                broker.attach_reader(page_id, None)
+                detached.outbox.served_by(None)
             detached.detach_stream(generation)
         return 204, ""
     raise BadRequest("Unknown forwarded request.")

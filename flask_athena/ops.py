@@ -466,7 +466,7 @@ def _on_broker_reconnected(sender: Any, **extra: Any) -> None:
 
 def _on_presence_changed(sender: Any, topic: str = "", **extra: Any) -> None:
     ops = _ops(sender)
-    if ops is None:
+    if ops is None or not isinstance(topic, str) or not topic:
         return
     if ops.metrics is not None:
         presence = getattr(ops.state.athena, "presence", None)

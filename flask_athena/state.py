@@ -35,7 +35,10 @@ class AthenaState:
     def __init__(self, app: Flask, config: AthenaConfig, athena: Athena) -> None:
         self.app = app
         self.config = config
+        #: The extension object (for code that serves the app: the inspector).
         self.athena = athena
+        #: The JS modules registered on :attr:`athena` (one table for its apps).
+        self.modules = athena.js_modules
         #: The Redis broker when ``ATHENA_BROKER_URL`` is set (scale-out), else None.
         self.cluster: RedisBroker | None = None
         self.broker: Broker
@@ -122,10 +125,10 @@ class AthenaState:
 
     def module_url(self, module: str) -> str:
         """The URL of JS module ``module`` (registered, or the app's ``static/athena/``)."""
-        url = self.athena.modules.get(module)
+        url = self.modules.urls.get(module)
         if url is not None:
             return url
-        if module in self.athena.module_paths:
+        if module in self.modules.paths:
             return f"{self.base_url()}/modules/{module}.js"
         root = request.script_root if has_request_context() else ""
         return f"{root}{self.app.static_url_path}/athena/{module}.js"

@@ -151,10 +151,9 @@ def events(page_id: str) -> Response:
     # Attach here, in the request context, so connected() hooks can use
     # session, g and url_for like any view.
     generation = page.attach_stream()
-    if state.cluster is not None:
-        state.cluster.attach_reader(page.id, None)  # this worker serves the stream now
-    page.stream = EventStream(state, page, generation, last, frames)
-    return event_stream_response(page.stream)
+    stream = EventStream(state, page, generation, last, frames)
+    page.serve_stream(stream)  # this worker serves it (not another, with Redis)
+    return event_stream_response(stream)
 
 
 class EventStream(StreamBody):
@@ -222,9 +221,7 @@ class EventStream(StreamBody):
         return self._page
 
     def _release(self) -> None:
-        if self._page.stream is self:
-            self._page.stream = None
-        self._page.detach_stream(self._generation)
+        self._page.stream_ended(self, self._generation)
 
 
 def _wrong_method(page_id: str, allowed: str) -> Response:
@@ -247,7 +244,7 @@ for _endpoint, _allowed in (("calls", "POST"), ("close", "POST"), ("events", "GE
 
 @blueprint.get("/modules/<name>.js")
 def module_file(name: str) -> Response:
-    path = _state().athena.module_paths.get(name)
+    path = _state().modules.paths.get(name)
     if path is None:
         raise PageNotFound("No such module.")
     return send_file(path, mimetype="text/javascript")

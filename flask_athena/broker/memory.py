@@ -78,6 +78,9 @@ class MemoryOutbox:
         if self._event is not None:
             self._event.set()
 
+    def served_by(self, worker: str | None) -> None:
+        """Every stream is served by this worker: nothing to remember."""
+
     def close(self) -> None:
         self.closed = True
         self._frames.clear()

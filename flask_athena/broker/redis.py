@@ -265,13 +265,6 @@ class RedisBroker:
         self._pid = None
         self._conn = None
 
-    def attach_reader(self, page_id: str, worker: str | None) -> None:
-        """Record which worker serves the stream of owned page ``page_id``
-        (``None``: this one); the writer wakes that worker after each write."""
-        outbox = self._outboxes.get(page_id)
-        if outbox is not None:
-            outbox.reader = worker
-
     # -- what the page handles use -------------------------------------------
 
     def check_room(self) -> None:
