@@ -187,6 +187,15 @@ class LiveElement:
     def detached(self) -> None:
         """Hook: the element was detached (from either side) or its page closed."""
 
+    def presence_changed(self, topic: str, joins: Any, leaves: Any) -> None:
+        """Hook: presence in ``topic``, a topic this element joined, changed.
+
+        ``joins`` and ``leaves`` map each key to the metas that came or went
+        (see :mod:`flask_athena.presence`; shared by every member: do not
+        modify them). Runs on every worker, for every change, in the order
+        the changes happened.
+        """
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id} js_class={self.js_class!r}>"
 

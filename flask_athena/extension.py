@@ -15,6 +15,7 @@ from .forwarding import serve_forwarded
 from .lane import ResultsLane
 from .modules import JSModules
 from .page import LivePage
+from .presence import Presence
 from .protocol import dumps
 from .sessions import CachingSessionInterface
 from .state import SESSION_KEY, AthenaState
@@ -36,6 +37,8 @@ class Athena:
         #: with the state of every app this object serves).
         self.js_modules = JSModules()
         self._app: Flask | None = None
+        #: Who is in which topic, on every worker: ``track``, ``untrack``, ``list``.
+        self.presence = Presence(self)
         if app is not None:
             self.init_app(app)
             self._app = app
