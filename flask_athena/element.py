@@ -36,6 +36,12 @@ class LiveElement:
     template: ClassVar[str | None] = None
     #: Tag of the widget's outer node.
     tag: ClassVar[str] = "div"
+    #: When set, every presence diff of a topic this element joined is also
+    #: sent to the JS widget as ``<presence_relay>(joins, leaves, topic)``: a
+    #: notification (no answer, no pending call), serialized once per diff
+    #: for all the worker's members. The cheapest way to keep a browser list
+    #: in sync (see :mod:`flask_athena.presence`).
+    presence_relay: ClassVar[str | None] = None
 
     # Class-level defaults, so a subclass that forgets super().__init__()
     # still works.
