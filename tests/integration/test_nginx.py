@@ -41,7 +41,8 @@ from tests.integration.deploy_support import (
 from tests.integration.redis_support import RedisServer
 from tests.support import OUTPUT, free_port, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.browser]
+# Chromium with ten tabs and two gunicorn hosts: slow on a shared machine.
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.timeout(300)]
 
 LAUNCH_ARGS = [
     "--headless=new",
