@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import render_template
 from markupsafe import Markup
 
 from . import registry
+from .protocol import JSONValue
 
 if TYPE_CHECKING:
     from .page import LivePage
@@ -101,7 +103,7 @@ class LiveElement:
 
     # -- rendering ----------------------------------------------------------
 
-    def initial_arguments(self) -> list[Any]:
+    def initial_arguments(self) -> Sequence[JSONValue]:
         """JSON-able values passed to the JS constructor after the node."""
         return []
 
@@ -129,7 +131,7 @@ class LiveElement:
 
     # -- calls --------------------------------------------------------------
 
-    def call_remote(self, method: str, *args: Any) -> RemoteCall:
+    def call_remote(self, method: str, *args: object) -> RemoteCall:
         """Call ``method`` on the JS widget; return at once.
 
         The result object's ``get(timeout=None)`` blocks the calling greenlet
@@ -164,6 +166,7 @@ class LiveElement:
         return frozenset(self._topics or ())
 
     def leave(self, topic: str) -> None:
+        """Stop receiving broadcasts to ``topic`` (nothing happens if not joined)."""
         if self._topics and topic in self._topics:
             self._topics.discard(topic)
             if self.page is not None:
