@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any
 
 from flask import Flask, current_app, has_app_context, has_request_context, session
 from flask.sessions import SecureCookieSessionInterface
@@ -16,7 +15,7 @@ from .lane import ResultsLane
 from .modules import JSModules
 from .page import LivePage
 from .presence import Presence
-from .protocol import dumps
+from .protocol import JSONValue, dumps
 from .sessions import CachingSessionInterface
 from .state import SESSION_KEY, AthenaState
 from .transport import blueprint
@@ -118,7 +117,7 @@ class Athena:
             key = session[SESSION_KEY] = state.new_session_key()
         return state.open_page(key)
 
-    def broadcast(self, topic: str, method: str, *args: Any) -> int:
+    def broadcast(self, topic: str, method: str, *args: JSONValue) -> int:
         """Call ``method(*args)`` on every element joined to ``topic``.
 
         The arguments are serialized once for all receivers (so they cannot

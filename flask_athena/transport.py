@@ -103,6 +103,7 @@ def calls(page_id: str) -> Response:
 
 @blueprint.post("/<page_id>/close")
 def close(page_id: str) -> Response:
+    """The beacon: the browser left; close the page (204, also when already closed)."""
     state = _state()
     if state.remote is not None and page_id not in state.pages:
         return state.remote.close(page_id)
@@ -127,6 +128,11 @@ def _last_event_id() -> int:
 
 @blueprint.get("/<page_id>/events")
 def events(page_id: str) -> Response:
+    """The page's event stream: replay after ``Last-Event-ID``, then live messages.
+
+    The response body (:class:`EventStream`) runs in the request's greenlet
+    for as long as the connection stays open.
+    """
     state = _state()
     check_stream_origin(state, request)
     last = _last_event_id()
@@ -217,6 +223,7 @@ class EventStream(StreamBody):
                 yield b"".join(fresh)
 
     def local_page(self) -> LivePage:
+        """The page (this worker owns it)."""
         return self._page
 
     def _release(self) -> None:
@@ -243,6 +250,7 @@ for _endpoint, _allowed in (("calls", "POST"), ("close", "POST"), ("events", "GE
 
 @blueprint.get("/modules/<name>.js")
 def module_file(name: str) -> Response:
+    """A JS module registered with a file path (:meth:`Athena.register_module`)."""
     path = _state().modules.paths.get(name)
     if path is None:
         raise PageNotFound("No such module.")
