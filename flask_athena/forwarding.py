@@ -32,11 +32,10 @@ from .errors import (
     BrokerUnavailable,
     Forbidden,
     PageNotFound,
-    TooManyStreams,
 )
 from .protocol import HEARTBEAT_EVENT, dumps, gone_event, loads, sse_retry
 from .state import SESSION_KEY
-from .stream import StreamBody, event_stream_response, gone_response
+from .stream import StreamBody, admit_stream, event_stream_response, gone_response
 
 if TYPE_CHECKING:
     from .broker.redis import RedisBroker
@@ -155,8 +154,7 @@ def remote_events(
     key = session.get(SESSION_KEY)
     if not isinstance(key, str):
         raise Forbidden("This page belongs to another session.")
-    if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
-        raise TooManyStreams()
+    admit_stream(state, key)
     # Register for wake-ups before the first read, so nothing falls between.
     reader = broker.reader(page_id)
     try:

@@ -15,6 +15,7 @@ from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker  # imports redis only when used
 from .config import AthenaConfig
 from .errors import TooManyPages
+from .limits import Limits
 from .page import LivePage
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class AthenaState:
             self.cluster.on_lost = self.page_lost
             self.broker = self.cluster
         else:
-            self.broker = MemoryBroker()
+            self.broker = MemoryBroker(config.outbox_bytes)
         #: page id -> page, for every open page this worker owns.
         self.pages: dict[str, LivePage] = {}
         #: session key -> its pages, oldest first.
@@ -55,29 +56,37 @@ class AthenaState:
         #: Every event stream this worker serves (its own pages' and, with
         #: Redis, other workers'): the reaper cuts those that cannot keep up.
         self.streams: set[StreamBody] = set()
+        #: Pages and streams per client address and per worker (DESIGN §11).
+        self.limits = Limits(config)
         self._reaper: gevent.Greenlet | None = None
 
     # -- pages --------------------------------------------------------------
 
     def open_page(self, session_key: str) -> LivePage:
-        """Create a page for ``session_key``, enforcing the per-session limit.
+        """Create a page for ``session_key``, enforcing the page limits.
 
-        At the limit the oldest page *without* a stream is closed to make
-        room (a reload loop leaves such pages behind); when every page is
-        live, :class:`TooManyPages` (429).
+        At a limit (per session, per client address, per worker; see
+        :mod:`flask_athena.limits`) the oldest page *without* a stream is
+        closed to make room (a reload loop leaves such pages behind); when
+        every page is live, :class:`TooManyPages` (429).
         """
-        pages = self.session_pages.setdefault(session_key, {})
+        pages = self.session_pages.get(session_key, {})
         if len(pages) >= self.config.max_pages_per_session:
             idle = next((p for p in pages.values() if not p.stream_attached), None)
             if idle is None:
                 raise TooManyPages()
             idle.close("evicted")
+        # Without a cookie every GET is a new session: the client and worker
+        # limits are the ones a flood meets (flask_athena.limits).
+        client = self.limits.current_client()
+        self.limits.make_room_for_page(client, self.pages)
         page = LivePage(self, session_key)
         if self.cluster is not None:
             # Other workers must find the owner before the browser asks them.
             self.cluster.register_page(page.outbox)  # type: ignore[arg-type]
         self.pages[page.id] = page
         self.session_pages.setdefault(session_key, {})[page.id] = page
+        self.limits.page_opened(page, client)
         self.ensure_reaper()
         signals.page_opened.send(self.app, page=page)
         return page
@@ -85,6 +94,7 @@ class AthenaState:
     def forget(self, page: LivePage) -> None:
         """Drop a closed page from every table (called by ``LivePage.close``)."""
         self.pages.pop(page.id, None)
+        self.limits.page_closed(page)
         pages = self.session_pages.get(page.session_key)
         if pages is not None:
             pages.pop(page.id, None)

@@ -25,10 +25,10 @@ from .errors import (
     Forbidden,
     PageNotFound,
     TooManyPages,
-    TooManyStreams,
     UnsupportedMediaType,
 )
 from .forwarding import forward_post, is_forwarded, remote_events
+from .limits import read_body
 from .page import LivePage
 from .protocol import (
     HEARTBEAT_EVENT,
@@ -40,7 +40,7 @@ from .protocol import (
 )
 from .proxy import public_origin
 from .state import SESSION_KEY, AthenaState
-from .stream import StreamBody, event_stream_response, gone_response
+from .stream import StreamBody, admit_stream, event_stream_response, gone_response
 
 logger = logging.getLogger("flask_athena")
 
@@ -165,16 +165,7 @@ def _read_json_body(state: AthenaState, req: Request | None = None) -> bytes:
     length = req.content_length
     if length is not None and length > limit:
         raise BodyTooLarge()  # refused before reading a byte
-    try:
-        body: bytes = req.stream.read(limit + 1)
-    except OSError:
-        # The client went away mid-body (reset, proxy cut): nobody will read
-        # the answer, and it is not a server error worth a traceback.
-        logger.debug("flask_athena: connection lost while reading a request body")
-        raise BadRequest("The connection closed before the body was read.") from None
-    if len(body) > limit:
-        raise BodyTooLarge()
-    return body
+    return read_body(req.stream, limit, state.config.body_timeout)
 
 
 def _page(state: AthenaState, page_id: str) -> LivePage:
@@ -244,8 +235,7 @@ def events(page_id: str) -> Response:
     if frames is None:
         return gone_response("outbox-trimmed", RETRY_MS)
     key = page.session_key
-    if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
-        raise TooManyStreams()
+    admit_stream(state, key)
     page.outbox.ack(last)
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
     # Attach here, in the request context, so connected() hooks can use
