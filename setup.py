@@ -10,7 +10,15 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     packages=find_packages(include=["flask_athena", "flask_athena.*"]),
-    package_data={"flask_athena": ["py.typed", "static/*.js", "static/*.css"]},
+    package_data={
+        "flask_athena": [
+            "py.typed",
+            "static/*.js",
+            "static/*.css",
+            "inspector/static/*",
+            "inspector/templates/athena_inspector/*",
+        ]
+    },
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=[
@@ -20,6 +28,13 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5"],
+        # What README's deployment runs: gunicorn's gevent worker, plus the
+        # "packaging" module that worker imports without declaring it.
+        "gunicorn": ["gunicorn>=27", "packaging"],  # 27: the version CI runs
+        # Sphinx builds docs/ (tests/run.sh builds it with -W).
+        "docs": ["sphinx>=7"],
+        # ATHENA_METRICS: the Prometheus client the metrics are exported with
+        "metrics": ["prometheus_client>=0.17"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.2",

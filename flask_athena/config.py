@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_STREAMS_PER_CLIENT": 128,
     "OUTBOX_BYTES": 256 * 1024,
     "BODY_TIMEOUT": 10.0,
+    "METRICS": False,  # validated by flask_athena.ops
+    "REPORT_INTERVAL": 2.0,  # validated by flask_athena.ops
 }
 
 _TRUE = ("1", "true", "yes", "on")

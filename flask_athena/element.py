@@ -151,6 +151,11 @@ class LiveElement:
         self._topics.add(topic)
         page.state.broker.subscribe(topic, self)
 
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this element joined."""
+        return frozenset(self._topics or ())
+
     def leave(self, topic: str) -> None:
         if self._topics and topic in self._topics:
             self._topics.discard(topic)

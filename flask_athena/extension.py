@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context, has_request_context, session
 
-from . import fastcalls
+from . import fastcalls, ops
 from .config import DEFAULTS, AthenaConfig
 from .forwarding import run_forwarded
 from .page import LivePage
@@ -55,6 +55,7 @@ class Athena:
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
         if config.fast_calls:
             fastcalls.install(app, state)
+        ops.init_app(app, state)  # logs, metrics, worker reports, the CLI
 
     def state(self, app: Flask | None = None) -> AthenaState:
         """The per-app state (``app``, else the current app, else the app given
@@ -127,4 +128,6 @@ class Athena:
 
     def shutdown(self, app: Flask | None = None) -> None:
         """Close every page of ``app`` (reason ``"shutdown"``) and stop its reaper."""
-        self.state(app).shutdown()
+        state = self.state(app)
+        ops.shutdown(state.app)
+        state.shutdown()

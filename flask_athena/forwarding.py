@@ -26,6 +26,7 @@ import gevent
 from flask import Flask, Response, request, session
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
+from . import signals
 from .errors import (
     AthenaError,
     BodyTooLarge,
@@ -33,9 +34,9 @@ from .errors import (
     Forbidden,
     PageNotFound,
 )
-from .protocol import HEARTBEAT_EVENT, dumps, gone_event, loads, sse_retry
+from .protocol import HEARTBEAT_EVENT, dumps, loads, sse_retry
 from .state import SESSION_KEY
-from .stream import StreamBody, admit_stream, event_stream_response, gone_response
+from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
 
 if TYPE_CHECKING:
     from .broker.redis import RedisBroker
@@ -132,6 +133,9 @@ def forward_post(state: AthenaState, broker: RedisBroker, page_id: str, closing:
             return Response(status=204)  # closing twice is fine
         raise PageNotFound()
     reply = broker.forward(owner, _serialize(request.path, body), _forward_timeout(state))
+    signals.post_forwarded.send(
+        state.app, kind="close" if closing else "calls", status=reply["status"]
+    )
     return _reply_response(reply)
 
 
@@ -229,6 +233,7 @@ class RemoteEventStream(StreamBody):
         self._body = self._run(cursor, frames, retry_ms)
 
     def _run(self, cursor: int, frames: list[bytes], retry_ms: int) -> Generator[bytes, None, None]:
+        self.count_sent(len(frames), replayed=cursor > 0)
         cursor += len(frames)
         self.sent = cursor
         yield sse_retry(retry_ms) + b"".join(frames)
@@ -247,16 +252,16 @@ class RemoteEventStream(StreamBody):
                     last_poll = monotonic()
                     generation, fresh = reader.poll(cursor)
                     if generation is None:
-                        yield gone_event("closed")
+                        yield gone(self._state.app, "closed")
                         return
                     if generation > self._generation:
                         return  # replaced by a newer stream of the same page
                     if fresh is None:
-                        yield gone_event("outbox-trimmed")
+                        yield gone(self._state.app, "outbox-trimmed")
                         return
                 if not woke and not fresh and not broker.alive(self._owner):
                     broker.locate(self._reader.page_id)  # deletes the dead owner's page
-                    yield gone_event("owner-gone")
+                    yield gone(self._state.app, "owner-gone")
                     return
             except BrokerUnavailable as exc:
                 # End the stream: the browser reconnects with backoff and
@@ -266,6 +271,7 @@ class RemoteEventStream(StreamBody):
             if fresh:
                 cursor += len(fresh)
                 self.sent = cursor
+                self.count_sent(len(fresh))
                 last_write = monotonic()
                 yield b"".join(fresh)
             elif monotonic() - last_write >= heartbeat:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +110,15 @@ class RemoteCall:
         self._page._cancel_call(self.call_id)
         return True
 
+    @property
+    def error(self) -> BaseException | None:
+        """Why the call failed (``None`` while pending or after an answer)."""
+        return self._result.exception  # type: ignore[no-any-return]
+
+    def link(self, callback: Callable[[RemoteCall], None]) -> None:
+        """Run ``callback(call)`` in the hub once the call ends, however it ends."""
+        self._result.rawlink(lambda _result: callback(self))
+
     def _fail(self, error: AthenaError) -> None:
         if not self._result.ready():
             self._result.set_exception(error)
@@ -152,6 +161,11 @@ class LivePage:
         self.idle_since = monotonic()
         self.closed = False
         self.close_reason: str | None = None
+
+    @property
+    def pending_calls(self) -> int:
+        """How many server → browser calls wait for the browser's answer."""
+        return len(self._pending)
 
     def __repr__(self) -> str:  # no id: page ids are never logged
         return f"<LivePage widgets={len(self.elements)} closed={self.closed}>"
@@ -288,6 +302,7 @@ class LivePage:
         else:
             self._pending[call.call_id] = (call, monotonic() + timeout)
         self.outbox.publish(call_message(call_id, widget, method, args_json))
+        signals.remote_call_sent.send(self.state.app, page=self, call=call)
         return call
 
     def _resolve(self, result: ResultMessage) -> None:
@@ -396,7 +411,9 @@ class LivePage:
             app = self.state.app
             signals.call_received.send(app, page=self, element=element, method=method_name)
             value = method(*message.args, **message.kwargs)
-            return 200, f'{{"seq":{message.seq},"ok":{self.encode(value, element)}}}'
+            reply = f'{{"seq":{message.seq},"ok":{self.encode(value, element)}}}'
+            signals.call_completed.send(app, page=self, element=element, method=method_name)
+            return 200, reply
         except ClientError as exc:
             self._call_failed(element, method_name, exc)
             return exc.status_code, _error_reply(message.seq, exc)

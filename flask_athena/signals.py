@@ -31,3 +31,27 @@ call_received = _signals.signal("call-received")
 stream_cut = _signals.signal("stream-cut")
 #: An exposed call failed. Keyword arguments: ``page``, ``element``, ``method``, ``error``.
 call_failed = _signals.signal("call-failed")
+#: An exposed call returned without raising. Keyword arguments: ``page``,
+#: ``element``, ``method``.
+call_completed = _signals.signal("call-completed")
+#: A server → browser call was queued. Keyword arguments: ``page``, ``call`` (a
+#: :class:`~flask_athena.page.RemoteCall`; :meth:`~flask_athena.page.RemoteCall.link` sees it end).
+remote_call_sent = _signals.signal("remote-call-sent")
+#: An event stream opened on this worker. Keyword arguments: ``page`` (``None``
+#: for a stream this worker serves for another worker's page).
+stream_opened = _signals.signal("stream-opened")
+#: An event stream ended on this worker. Keyword arguments: ``page`` (or ``None``, as above).
+stream_closed = _signals.signal("stream-closed")
+#: Messages were handed to an event stream's write. Keyword arguments: ``page``
+#: (or ``None``), ``count``, ``replayed`` (``True`` for the replay that opens a resumed stream).
+messages_sent = _signals.signal("messages-sent")
+#: A browser was told its page is gone (it reloads). Keyword arguments: ``reason``.
+page_gone = _signals.signal("page-gone")
+#: A calls or close POST was forwarded to the worker owning its page (Redis).
+#: Keyword arguments: ``kind`` (``"calls"`` or ``"close"``), ``status`` (the owner's HTTP status).
+post_forwarded = _signals.signal("post-forwarded")
+#: The Redis broker failed (a caller got ``BrokerUnavailable``, or a background
+#: loop retries). Keyword arguments: ``operation`` (a fixed name), ``error``.
+broker_error = _signals.signal("broker-error")
+#: The Redis broker's subscriber connected again after a failure. No keyword arguments.
+broker_reconnected = _signals.signal("broker-reconnected")

@@ -21,6 +21,7 @@ from .page import LivePage
 if TYPE_CHECKING:
     from .broker import Broker
     from .extension import Athena
+    from .ops import Ops
     from .stream import StreamBody
 
 logger = logging.getLogger("flask_athena")
@@ -44,6 +45,7 @@ class AthenaState:
                 config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
             )
             self.cluster.on_lost = self.page_lost
+            self.cluster.app = app
             self.broker = self.cluster
         else:
             self.broker = MemoryBroker(config.outbox_bytes)
@@ -59,6 +61,12 @@ class AthenaState:
         #: Pages and streams per client address and per worker (DESIGN §11).
         self.limits = Limits(config)
         self._reaper: gevent.Greenlet | None = None
+        #: A POST passed the Origin check as same-origin / the proxy hint was
+        #: logged (see transport's ``_hint_proxy_setup``).
+        self.origin_accepted = False
+        self.proxy_hint_logged = False
+        #: Logs, metrics, worker reports (set by :func:`flask_athena.ops.init_app`).
+        self.ops: Ops | None = None
 
     # -- pages --------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from flask import Response
+from flask import Flask, Response, current_app
 
 from . import signals
 from .errors import TooManyStreams
@@ -68,7 +68,13 @@ def gone_response(reason: str, retry_ms: int) -> Response:
     Not an error status: ``EventSource`` hides those, and the browser must
     learn that it has to reload.
     """
-    return event_stream_response([sse_retry(retry_ms) + gone_event(reason)])
+    return event_stream_response([sse_retry(retry_ms) + gone(current_app, reason)])
+
+
+def gone(app: Flask, reason: str) -> bytes:
+    """The ``gone`` event for ``reason``; sends :data:`~flask_athena.signals.page_gone`."""
+    signals.page_gone.send(getattr(app, "_get_current_object", lambda: app)(), reason=reason)
+    return gone_event(reason)
 
 
 class StreamCut(ConnectionResetError):
@@ -128,6 +134,7 @@ class StreamBody:
             raise StopIteration
         if self._greenlet is None:
             self._greenlet = gevent.getcurrent()
+            signals.stream_opened.send(self._state.app, page=self.local_page())
         self.writing_since = None  # the server finished writing the last chunk
         chunk = next(self._body)
         self.writing_since = monotonic()
@@ -136,6 +143,12 @@ class StreamBody:
     def local_page(self) -> LivePage | None:
         """The page, when this worker owns it."""
         return None
+
+    def count_sent(self, count: int, replayed: bool = False) -> None:
+        """Subclasses: ``count`` messages go to the write now (for metrics)."""
+        if count:
+            page = self.local_page()
+            signals.messages_sent.send(self._state.app, page=page, count=count, replayed=replayed)
 
     def newest(self) -> int | None:
         """Seq of the page's newest message, when this worker knows it."""
@@ -181,6 +194,8 @@ class StreamBody:
         self._closed = True
         self.writing_since = None
         self._state.streams.discard(self)
+        if self._greenlet is not None:  # opened (iterated) once: pairs with stream_opened
+            signals.stream_closed.send(self._state.app, page=self.local_page())
         if self._body is not None:
             self._body.close()
         self._state.limits.stream_closed(self._client)

@@ -33,14 +33,13 @@ from .page import LivePage
 from .protocol import (
     HEARTBEAT_EVENT,
     dumps,
-    gone_event,
     loads,
     parse_batch,
     sse_retry,
 )
 from .proxy import public_origin
 from .state import SESSION_KEY, AthenaState
-from .stream import StreamBody, admit_stream, event_stream_response, gone_response
+from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
 
 logger = logging.getLogger("flask_athena")
 
@@ -122,13 +121,52 @@ def _check_origin(state: AthenaState, req: Request | None = None) -> None:
         # proxies (ATHENA_PROXY_HOPS): any client can send them.
         own = req.host_url.rstrip("/") if hops == 0 else public_origin(req.environ, hops)
         if origin.rstrip("/") == own:
+            state.origin_accepted = True
             return
         if origin.rstrip("/") in state.config.allowed_origins:
             return
+        _hint_proxy_setup(state, req, origin, own)
         raise Forbidden("Cross-origin request refused.")
     if req.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):
         return
     raise Forbidden("An Origin or Sec-Fetch-Site header is required.")
+
+
+#: Request headers that reverse proxies add.
+PROXY_HEADERS = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded")
+
+
+def _hint_proxy_setup(state: AthenaState, req: Request, origin: str, own: str) -> None:
+    """Log once per worker, with the fix, when refused POSTs look like a proxy setup error.
+
+    Behind a proxy that sends the upstream's name as ``Host``, or terminates
+    TLS without the app trusting ``X-Forwarded-Proto``, *every* POST is
+    refused and the app looks dead with nothing in the logs. The signs: the
+    request came through a proxy (it carries forwarding headers) and either
+    no POST has passed the Origin check in this worker yet, or the browser
+    itself says the request is same-origin (``Sec-Fetch-Site``). A real
+    cross-site POST may trigger it too, hence once and worded as a question.
+    """
+    if state.proxy_hint_logged:
+        return
+    present = [name for name in PROXY_HEADERS if name in req.headers]
+    if not present:
+        return
+    if state.origin_accepted and req.headers.get("Sec-Fetch-Site") != "same-origin":
+        return
+    state.proxy_hint_logged = True
+    logger.warning(
+        "flask_athena refused a POST: its Origin %r is not the origin this app "
+        "sees, %r, and it came through a proxy (%s). Behind a proxy? Set "
+        "ATHENA_PROXY_HOPS to the number of proxies in front (now %d) so their "
+        "X-Forwarded-Proto/-Host count, or have the proxy pass the browser's "
+        "host and scheme (nginx: proxy_set_header Host $http_host; "
+        "proxy_set_header X-Forwarded-Proto $scheme). Logged once per worker.",
+        origin[:200],
+        own,
+        ", ".join(present),
+        state.config.proxy_hops,
+    )
 
 
 def _check_stream_origin(state: AthenaState) -> None:
@@ -270,6 +308,7 @@ class EventStream(StreamBody):
 
     def _run(self, cursor: int, frames: list[bytes]) -> Generator[bytes, None, None]:
         page, generation = self._page, self._generation
+        self.count_sent(len(frames), replayed=cursor > 0)
         cursor += len(frames)
         self.sent = cursor
         yield sse_retry(RETRY_MS) + b"".join(frames)
@@ -284,7 +323,7 @@ class EventStream(StreamBody):
             if page.stream_generation != generation:
                 return
             if page.closed:
-                yield gone_event(page.close_reason or "closed")
+                yield gone(self._state.app, page.close_reason or "closed")
                 return
             if not woke:
                 yield HEARTBEAT_EVENT
@@ -299,11 +338,12 @@ class EventStream(StreamBody):
             if fresh is None:
                 # The outbox dropped messages this stream never sent (slow
                 # consumer): say so rather than leave a gap.
-                yield gone_event("outbox-trimmed")
+                yield gone(self._state.app, "outbox-trimmed")
                 return
             if fresh:
                 cursor += len(fresh)
                 self.sent = cursor
+                self.count_sent(len(fresh))
                 yield b"".join(fresh)
 
     def local_page(self) -> LivePage:

@@ -17,7 +17,13 @@ line of each request on a connection). On command it can:
 * :meth:`FaultProxy.truncate_request` — forward only the first half of a
   request, then cut (a body that never fully arrives);
 * :meth:`FaultProxy.stall` / :meth:`FaultProxy.resume` — hold every byte in
-  both directions (old and new connections) until resumed.
+  both directions (old and new connections) until resumed;
+* :meth:`FaultProxy.start_outage` / :meth:`FaultProxy.end_outage` — cut every
+  connection, then reset every new one as soon as its request line arrives
+  (a network error, not an HTTP error: what an engine's own ``EventSource``
+  retry reacts to), recording each refused request
+  (:meth:`FaultProxy.refused_requests`), so a test can count reconnect
+  attempts in any engine.
 
 The proxy runs an asyncio loop in one thread; the public methods are called
 from the test's thread and wait (with a deadline) for the loop to act.
@@ -67,6 +73,7 @@ class _Pipe:
         self.cut_mid = False
         self.drop = False
         self.truncate = False
+        self.refused = False  # accepted during an outage: never forwarded
         self.closed = False
 
     @property
@@ -234,6 +241,9 @@ class _ClientSide(asyncio.Protocol):
         proxy.stats.connections += 1
         self.pipe.client = transport
         proxy._pipes.add(self.pipe)
+        if proxy._refusing:
+            self.pipe.refused = True  # no upstream: reset once the request line is in
+            return
         task = asyncio.get_running_loop().create_task(self._connect_upstream())
         proxy._tasks.add(task)
         task.add_done_callback(proxy._tasks.discard)
@@ -259,11 +269,20 @@ class _ClientSide(asyncio.Protocol):
             pipe.close("truncate")
 
     def data_received(self, data: bytes) -> None:
+        if self.pipe.refused:
+            if not self.pipe.closed:
+                line = data.split(b"\r\n", 1)[0]
+                self.pipe.proxy._refused.append(line.decode("latin-1"))
+                self.pipe.close("reset")
+            return
         if not self.pipe.closed:
             self.pipe.from_client(data)
 
     def eof_received(self) -> bool:
         pipe = self.pipe
+        if pipe.refused:
+            pipe.close("eof")
+            return False
         upstream = pipe.upstream
         if pipe.held or pipe.early or upstream is None or upstream.is_closing():
             # Bytes still held back would have to follow the EOF: the client
@@ -329,6 +348,8 @@ class FaultProxy:
         self._drops: list[list[Any]] = []  # [marker, remaining]
         self._truncates: list[list[Any]] = []
         self._stalled = False
+        self._refusing = False
+        self._refused: list[str] = []  # request lines refused during outages
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
@@ -503,6 +524,36 @@ class FaultProxy:
                 pipe.release()
 
         self._on_loop(release)
+
+    def start_outage(self, mode: str = "reset") -> int:
+        """Cut every connection (``mode`` as :meth:`cut_all`) and refuse new ones
+        until :meth:`end_outage`; return how many were cut."""
+        if mode not in ("close", "reset"):
+            raise ValueError(mode)
+
+        def begin() -> int:
+            self._refusing = True
+            pipes = list(self._pipes)
+            for pipe in pipes:
+                pipe.close(mode)
+            return len(pipes)
+
+        return self._on_loop(begin)
+
+    def end_outage(self) -> None:
+        """Accept connections again (ones refused but still open are closed)."""
+
+        def end() -> None:
+            self._refusing = False
+            for pipe in list(self._pipes):
+                if pipe.refused:
+                    pipe.close("reset")
+
+        self._on_loop(end)
+
+    def refused_requests(self) -> list[str]:
+        """The request lines (``GET /x HTTP/1.1``) refused during outages, in order."""
+        return self._on_loop(lambda: list(self._refused))
 
     def open_connections(self) -> int:
         return self._on_loop(lambda: len(self._pipes))

@@ -20,7 +20,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "== installing Python packages into .venv"
-.venv/bin/pip install -q -e ".[test,redis,dev,bench]"
+.venv/bin/pip install -q -e ".[test,redis,dev,bench,metrics]"
 
 echo "== ruff, mypy --strict"
 .venv/bin/ruff check .

@@ -39,6 +39,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 from gevent.pool import Pool
 
+from .. import signals
 from ..errors import BrokerUnavailable, CallTimeout, PageNotFound
 from ..protocol import sse_message
 from .memory import LocalTopics
@@ -95,6 +96,8 @@ class RedisBroker:
         #: Called with ``(page_id, what)`` when an owned page lost its keys
         #: (``"lost"``) or its remote stream's worker died (``"reader"``).
         self.on_lost: Callable[[str, str], None] | None = None
+        #: The Flask app: the sender of the broker's signals (set by the app state).
+        self.app: Any = None
         self._topics = LocalTopics()
         self._outboxes: dict[str, RedisOutbox] = {}
         self._readers: dict[str, set[Event]] = {}
@@ -143,8 +146,7 @@ class RedisBroker:
             retry=redis.retry.Retry(redis.backoff.ExponentialBackoff(cap=0.2, base=0.05), 1),
         )
         self._client = redis.Redis(connection_pool=pool)
-        db = self._client.connection_pool.connection_kwargs.get("db", 0)
-        self._broadcast_channel = f"{BROADCAST_CHANNEL}:{db}:{self._namespace}"
+        self._broadcast_channel = self.broadcast_channel(self._client)
         self._subscribed.clear()
         # Nothing of another process (before a fork) is ours.
         self._queue.clear()
@@ -164,7 +166,9 @@ class RedisBroker:
         """The client, once this worker is alive and subscribed; else BrokerUnavailable."""
         client = self._start()
         if not self._subscribed.wait(3.0):
-            raise BrokerUnavailable("Redis is unreachable (ATHENA_BROKER_URL).")
+            error = BrokerUnavailable("Redis is unreachable (ATHENA_BROKER_URL).")
+            signals.broker_error.send(self.app, operation="connect", error=error)
+            raise error
         return client
 
     @contextmanager
@@ -172,6 +176,7 @@ class RedisBroker:
         try:
             yield
         except self._redis_mod.exceptions.RedisError as exc:
+            signals.broker_error.send(self.app, operation="request", error=exc)
             raise BrokerUnavailable(f"Redis failed: {type(exc).__name__}") from exc
 
     # -- the Broker protocol -------------------------------------------------
@@ -213,6 +218,21 @@ class RedisBroker:
         message = json.dumps({"t": topic, "m": method, "a": args_json})
         with self._errors():
             return int(client.publish(self._broadcast_channel, message))
+
+    def broadcast_channel(self, client: Any) -> str:
+        """The pub/sub channel of this app's broadcasts, for ``client``'s database."""
+        db = client.connection_pool.connection_kwargs.get("db", 0)
+        return f"{BROADCAST_CHANNEL}:{db}:{self._namespace}"
+
+    def publish_broadcast(self, client: Any, topic: str, method: str, args_json: str) -> int:
+        """Publish a broadcast through ``client`` (a ``redis.Redis`` on this URL)
+        without starting this process's broker greenlets.
+
+        For processes that are not workers (``flask athena broadcast``): the
+        workers deliver it as any broadcast. Returns how many received it.
+        """
+        message = json.dumps({"t": topic, "m": method, "a": args_json})
+        return int(client.publish(self.broadcast_channel(client), message))
 
     def close(self) -> None:
         """Stop this worker's greenlets; send what is queued (the deletes of
@@ -283,6 +303,7 @@ class RedisBroker:
             try:
                 replies = pipe.execute()
             except Exception as exc:  # the poller must outlive any failure
+                signals.broker_error.send(self.app, operation="poll", error=exc)
                 error = BrokerUnavailable(f"Redis failed: {type(exc).__name__}")
                 for _, _, result in batch:
                     result.set_exception(error)
@@ -392,6 +413,7 @@ class RedisBroker:
                 except self._redis_mod.exceptions.RedisError as exc:
                     tries += 1
                     logger.warning("flask_athena: Redis write failed (%s); retrying", exc)
+                    signals.broker_error.send(self.app, operation="write", error=exc)
                     gevent.sleep(backoff(tries))
                     # Replaying a batch is safe: an XADD of an id already
                     # stored fails alone (raise_on_error=False) and trims
@@ -449,6 +471,7 @@ class RedisBroker:
             except self._redis_mod.exceptions.RedisError as exc:
                 tries += 1
                 logger.warning("flask_athena: Redis heartbeat failed (%s)", exc)
+                signals.broker_error.send(self.app, operation="heartbeat", error=exc)
                 gevent.sleep(backoff(tries))
             except Exception:  # a hook raised in on_lost: keep beating
                 logger.exception("flask_athena: Redis heartbeat failed")
@@ -498,6 +521,8 @@ class RedisBroker:
                 # other workers would already call dead.
                 self._client.set(worker_key(self._wid), "1", ex=WORKER_TTL)
                 self._subscribed.set()
+                if tries:
+                    signals.broker_reconnected.send(self.app)
                 tries = 0
                 # Wakes may have been missed while disconnected.
                 for events in list(self._readers.values()):
@@ -511,6 +536,7 @@ class RedisBroker:
                 self._subscribed.clear()
                 tries += 1
                 logger.warning("flask_athena: Redis subscriber lost (%s); reconnecting", exc)
+                signals.broker_error.send(self.app, operation="subscribe", error=exc)
                 gevent.sleep(backoff(tries))
             finally:
                 try:
@@ -547,6 +573,7 @@ class RedisBroker:
             except self._redis_mod.exceptions.RedisError as exc:
                 tries += 1
                 logger.warning("flask_athena: Redis inbox failed (%s)", exc)
+                signals.broker_error.send(self.app, operation="inbox", error=exc)
                 gevent.sleep(backoff(tries))
                 continue
             if item is not None:

@@ -21,7 +21,7 @@ from typing import Any
 import gevent
 from flask import Flask, abort, jsonify, render_template, request
 
-from flask_athena import Athena, LiveElement, LivePage, expose
+from flask_athena import Athena, LiveElement, LivePage, expose, signals
 from flask_athena.config import config_from_env
 from flask_athena.errors import RemoteError
 
@@ -34,6 +34,9 @@ class Stats:
         self.pokes = 0
         #: How many times Probe.slow_count finished (cancellation tests).
         self.slow_runs = 0
+        #: Why each closed page closed, by page id (the ``page_closed`` signal):
+        #: ``"closed"`` is the browser's close beacon.
+        self.closed: dict[str, str] = {}
 
 
 class Probe(LiveElement):
@@ -270,6 +273,13 @@ def create_app() -> Flask:
     athena = Athena(app)
     stats = Stats()
 
+    def on_page_closed(sender: Flask, page: LivePage, reason: str) -> None:
+        stats.closed[page.id] = reason
+
+    # The receiver lives as long as the app (blinker keeps a weak reference).
+    app.extensions["browser_app_on_page_closed"] = on_page_closed
+    signals.page_closed.connect(on_page_closed, sender=app)
+
     def page_of(page_id: str) -> LivePage:
         page = athena.state(app).pages.get(page_id)
         if page is None:
@@ -295,6 +305,10 @@ def create_app() -> Flask:
     @app.get("/control/stats")
     def control_stats() -> Any:
         return jsonify({"pokes": stats.pokes, "pages": len(athena.state(app).pages)})
+
+    @app.get("/control/closed")
+    def control_closed() -> Any:
+        return jsonify(stats.closed)
 
     @app.get("/control/<page_id>/received")
     def control_received(page_id: str) -> Any:

@@ -104,6 +104,8 @@ def test_slow_or_broken_bodies_through_the_endpoints(
     # Nothing ran and the page still works.
     assert element(page).invocations == []
     ok = page.client.flask.post(
-        page.config["calls"], data=json.dumps(call_body(1, "echo", "hi")), headers=post_headers(page)
+        page.config["calls"],
+        data=json.dumps(call_body(1, "echo", "hi")),
+        headers=post_headers(page),
     )
     assert ok.get_json() == {"results": [{"seq": 1, "ok": "hi"}]}

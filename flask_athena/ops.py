@@ -1,0 +1,498 @@
+"""Operations: the events that metrics, the inspector, the CLI and the logs share.
+
+flask_athena's core announces what happens through the blinker signals of
+:mod:`flask_athena.signals`. This module connects **one receiver per signal,
+once per process** (when flask_athena is imported, so the set of receivers
+never changes afterwards) and hands each event to the per-app :class:`Ops`
+kept on the app state (``app.extensions["athena"].ops``):
+
+- a structured log record on the ``flask_athena.events`` logger (a child of
+  ``flask_athena``) with stable ``extra`` fields (README "Running it in
+  production" lists them);
+- the Prometheus metrics when ``ATHENA_METRICS`` is on (:mod:`.metrics`,
+  imported only then);
+- a bounded list of recent errors and a wake-up for live inspector pages;
+- with the Redis broker, a report of this worker's pages written to Redis
+  every ``ATHENA_REPORT_INTERVAL`` seconds, which the inspector and
+  ``flask athena pages`` read for every worker (see :mod:`.reports`).
+
+Nothing here touches private state of the core: it reads the public
+attributes of :class:`~flask_athena.state.AthenaState`,
+:class:`~flask_athena.page.LivePage` and
+:class:`~flask_athena.element.LiveElement`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+from . import signals
+from .errors import AthenaError, ConfigurationError
+
+if TYPE_CHECKING:
+    from .element import LiveElement
+    from .metrics import AthenaMetrics
+    from .page import LivePage
+    from .reports import ReportWriter
+    from .state import AthenaState
+
+#: Structured event records go here (a child of ``flask_athena``).
+event_logger = logging.getLogger("flask_athena.events")
+logger = logging.getLogger("flask_athena")
+
+#: How many recent errors each worker keeps for the inspector.
+RECENT_ERRORS = 50
+#: Pages described one by one in a snapshot; past this only counted.
+SNAPSHOT_PAGES = 200
+#: Topics listed in a snapshot; past this only counted.
+SNAPSHOT_TOPICS = 100
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def page_ref(page: LivePage | None) -> str | None:
+    """A short stable name for ``page`` in logs and views: never its id.
+
+    Page ids are secrets (DESIGN §3); the reference is 12 hex digits of the
+    id's SHA-256, enough to follow one page through the logs.
+    """
+    if page is None:
+        return None
+    return hashlib.sha256(page.id.encode()).hexdigest()[:12]
+
+
+def error_code(error: BaseException | None) -> str:
+    """The wire code an error reaches the browser with (``"ok"`` for none)."""
+    if error is None:
+        return "ok"
+    if isinstance(error, AthenaError):
+        return error.code
+    return "remote-error"  # user code raised: the browser gets a generic RemoteError
+
+
+class Ops:
+    """Per-app operations state: recent errors, metrics, live views, reports."""
+
+    def __init__(self, app: Flask, state: AthenaState) -> None:
+        self.app = app
+        self.state = state
+        self.metrics_enabled = _flag(app.config, "ATHENA_METRICS")
+        interval = app.config["ATHENA_REPORT_INTERVAL"]
+        if isinstance(interval, str):
+            try:
+                interval = float(interval)
+            except ValueError:
+                interval = None
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, (int, float))
+            or not (0 <= interval < 3600)
+        ):
+            raise ConfigurationError(
+                "ATHENA_REPORT_INTERVAL must be a number of seconds in [0, 3600) "
+                f"(0: no worker reports), got {app.config['ATHENA_REPORT_INTERVAL']!r}"
+            )
+        #: Seconds between this worker's reports to Redis (0: none).
+        self.report_interval = float(interval)
+        self.metrics: AthenaMetrics | None = None
+        if self.metrics_enabled:
+            from .metrics import process_metrics  # prometheus_client only when enabled
+
+            self.metrics = process_metrics()
+        #: The latest errors seen by this worker, newest last.
+        self.errors: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
+        #: Called (no arguments) when this worker's pages or streams change.
+        self.listeners: set[Callable[[], None]] = set()
+        self.reports: ReportWriter | None = None
+        if state.cluster is not None and self.report_interval > 0:
+            from .reports import ReportWriter
+
+            self.reports = ReportWriter(self)
+        self.started = monotonic()
+
+    # -- what the inspector and the CLI show -----------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """This worker's live view: pages, elements, topics, streams, recent errors.
+
+        Pure reads of public state; safe from any greenlet of the worker.
+        """
+        state = self.state
+        pages = list(state.pages.values())
+        topics: dict[str, int] = {}
+        for page in pages:
+            for element in page.elements.values():
+                for topic in element.topics:
+                    topics[topic] = topics.get(topic, 0) + 1
+        now = monotonic()
+        described = [_describe_page(page, now) for page in pages[:SNAPSHOT_PAGES]]
+        presence = getattr(state.athena, "presence", None)
+        listed = sorted(topics.items())[:SNAPSHOT_TOPICS]
+        return {
+            "worker": state.cluster.worker_id if state.cluster is not None else "local",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "time": time.time(),
+            "uptime": round(now - self.started, 1),
+            "broker": "redis" if state.cluster is not None else "memory",
+            "page_count": len(pages),
+            "pages": described,
+            "streams": len(state.streams),
+            "local_streams": sum(1 for p in pages if p.stream is not None),
+            "topic_count": len(topics),
+            "topics": [
+                {"topic": topic, "members": count, "presence": _presence(presence, topic)}
+                for topic, count in listed
+            ],
+            "errors": list(self.errors),
+        }
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker's snapshot: this one live, the others from their Redis reports."""
+        mine = self.snapshot()
+        if self.reports is None:
+            return [mine]
+        self.reports.ensure_started()
+        others = [r for r in self.reports.read_all() if r.get("worker") != mine["worker"]]
+        return [mine, *sorted(others, key=lambda r: (r.get("host", ""), r.get("pid", 0)))]
+
+    # -- events --------------------------------------------------------------
+
+    def changed(self) -> None:
+        """Tell live views that this worker's pages or streams changed."""
+        for listener in list(self.listeners):
+            try:
+                listener()
+            except Exception:  # a view's bug must not break the page that changed
+                logger.exception("flask_athena: inspector listener failed")
+
+    def record_error(self, kind: str, code: str, detail: str) -> None:
+        self.errors.append({"time": time.time(), "kind": kind, "code": code, "detail": detail})
+
+    def shutdown(self) -> None:
+        """Stop this app's background work (the report writer)."""
+        self.listeners.clear()
+        if self.reports is not None:
+            self.reports.stop()
+
+
+def _flag(config: Any, key: str) -> bool:
+    value = config[key]
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        value = value.strip().lower() in _TRUE  # from config_from_env()
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be True or False, got {value!r}")
+    return value
+
+
+def _presence(presence: Any, topic: str) -> int | None:
+    """Members tracked in ``topic`` by ``athena.presence`` when the app has it."""
+    if presence is None or not hasattr(presence, "list"):
+        return None
+    try:
+        return len(presence.list(topic))
+    except Exception:  # the inspector must show the rest even if Redis fails
+        return None
+
+
+def _describe_element(element: LiveElement) -> dict[str, Any]:
+    return {
+        "id": element.id,
+        "class": type(element).__name__,
+        "js_class": element.js_class,
+        "topics": sorted(element.topics),
+        "children": [_describe_element(child) for child in element.children],
+    }
+
+
+def _describe_page(page: LivePage, now: float) -> dict[str, Any]:
+    # Both brokers' outboxes are sized (messages kept for replay).
+    outbox: Any = page.outbox
+    outbox_depth = len(outbox) if hasattr(outbox, "__len__") else None
+    roots = [e for e in page.elements.values() if e.parent is None]
+    return {
+        "ref": page_ref(page),
+        "connected": page.stream_attached,
+        "stream_here": page.stream is not None,
+        "idle": None if page.stream_attached else round(now - page.idle_since, 1),
+        "elements": len(page.elements),
+        "tree": [_describe_element(e) for e in roots],
+        "pending_calls": page.pending_calls,
+        "outbox_depth": outbox_depth,
+        "last_seq": page.outbox.last_seq,
+    }
+
+
+# -- setup --------------------------------------------------------------------
+
+
+def init_app(app: Flask, state: AthenaState) -> None:
+    """Create the app's :class:`Ops` (called by ``Athena.init_app``)."""
+    state.ops = Ops(app, state)
+    from .cli import athena_cli
+
+    app.cli.add_command(athena_cli)
+    # No before_request hook to start the report writer: it would take the
+    # calls endpoint off its lean path (flask_athena.fastcalls). The writer
+    # starts in each worker process (after gunicorn's fork) with its first
+    # page or stream instead.
+
+
+def ops_for(app: Flask) -> Ops:
+    """The app's :class:`Ops`; ``RuntimeError`` naming the fix when missing."""
+    state = app.extensions.get("athena")
+    ops = getattr(state, "ops", None)
+    if not isinstance(ops, Ops):
+        raise RuntimeError(
+            "flask_athena is not registered on this app. Did you forget to call init_app(app)?"
+        )
+    return ops
+
+
+def shutdown(app: Flask) -> None:
+    """Stop what :func:`init_app` started for ``app``."""
+    ops = getattr(app.extensions.get("athena"), "ops", None)
+    if isinstance(ops, Ops):
+        ops.shutdown()
+
+
+# -- the receivers (connected once, below) -----------------------------------
+
+
+def _ops(sender: Any) -> Ops | None:
+    extensions = getattr(sender, "extensions", None)
+    if extensions is None:
+        return None
+    ops = getattr(extensions.get("athena"), "ops", None)
+    return ops if isinstance(ops, Ops) else None
+
+
+def _log(level: int, message: str, event: str, **fields: Any) -> None:
+    if event_logger.isEnabledFor(level):
+        extra = {"athena_event": event}
+        extra.update({f"athena_{key}": value for key, value in fields.items()})
+        event_logger.log(level, message, extra=extra)
+
+
+def _on_page_opened(sender: Any, page: LivePage, **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    _log(logging.DEBUG, "page opened", "page-opened", page=page_ref(page))
+    if ops.metrics is not None:
+        ops.metrics.page_opened()
+    if ops.reports is not None:
+        ops.reports.ensure_started()
+    ops.changed()
+
+
+def _on_page_connected(sender: Any, page: LivePage, first: bool = False, **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    _log(logging.DEBUG, "page connected", "page-connected", page=page_ref(page), first=first)
+    ops.changed()
+
+
+def _on_page_disconnected(sender: Any, page: LivePage, **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    _log(logging.DEBUG, "page disconnected", "page-disconnected", page=page_ref(page))
+    ops.changed()
+
+
+def _on_page_closed(sender: Any, page: LivePage, reason: str = "", **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    _log(logging.DEBUG, "page closed", "page-closed", page=page_ref(page), reason=reason)
+    if ops.metrics is not None:
+        ops.metrics.page_closed(page, reason)
+    ops.changed()
+
+
+def _on_call_received(sender: Any, page: LivePage, method: str = "", **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is not None and ops.metrics is not None:
+        ops.metrics.call_started()
+
+
+def _on_call_completed(
+    sender: Any, page: LivePage, element: LiveElement | None = None, method: str = "", **extra: Any
+) -> None:
+    ops = _ops(sender)
+    if ops is not None and ops.metrics is not None:
+        ops.metrics.call_ended(page, element, method, "ok")
+
+
+def _on_call_failed(
+    sender: Any,
+    page: LivePage,
+    element: LiveElement | None = None,
+    method: str = "",
+    error: BaseException | None = None,
+    **extra: Any,
+) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    code = error_code(error)
+    # The method name comes from the browser: logs and the inspector show it
+    # only when the element exposes it (a user value otherwise).
+    shown = method if element is not None and _exposes(element, method) else "(unknown)"
+    _log(logging.INFO, "call failed", "call-failed", page=page_ref(page), method=shown, code=code)
+    ops.record_error("call", code, f"{type(element).__name__ if element else '?'}.{shown}")
+    if ops.metrics is not None:
+        ops.metrics.call_ended(page, element, method, code)
+
+
+def _on_remote_call_sent(sender: Any, page: LivePage, call: Any, **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is not None and ops.metrics is not None:
+        ops.metrics.remote_call_sent(page, call)
+
+
+def _on_stream_opened(sender: Any, page: LivePage | None = None, **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    _log(logging.DEBUG, "stream opened", "stream-opened", page=page_ref(page))
+    if ops.metrics is not None:
+        ops.metrics.stream_opened()
+    if ops.reports is not None:
+        ops.reports.ensure_started()
+    ops.changed()
+
+
+def _on_stream_closed(sender: Any, page: LivePage | None = None, **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    _log(logging.DEBUG, "stream closed", "stream-closed", page=page_ref(page))
+    if ops.metrics is not None:
+        ops.metrics.stream_closed()
+    ops.changed()
+
+
+def _on_messages_sent(
+    sender: Any, page: LivePage | None = None, count: int = 0, replayed: bool = False, **extra: Any
+) -> None:
+    ops = _ops(sender)
+    if ops is not None and ops.metrics is not None:
+        ops.metrics.messages_sent(page, count, replayed)
+
+
+def _on_stream_cut(
+    sender: Any, page: LivePage | None = None, reason: str = "", **extra: Any
+) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    _log(logging.INFO, "event stream cut", "stream-cut", page=page_ref(page), reason=reason)
+    ops.record_error("stream-cut", "stream-cut", reason)
+    if ops.metrics is not None:
+        ops.metrics.stream_cut(reason)
+
+
+def _on_page_gone(sender: Any, reason: str = "", **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    _log(logging.INFO, "browser told its page is gone", "page-gone", reason=reason)
+    ops.record_error("gone", "gone", reason)
+    if ops.metrics is not None:
+        ops.metrics.gone(reason)
+
+
+def _on_post_forwarded(sender: Any, kind: str = "", status: int = 0, **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    _log(logging.DEBUG, "POST forwarded to the owner", "post-forwarded", kind=kind, status=status)
+    if ops.metrics is not None:
+        ops.metrics.post_forwarded(kind, status)
+
+
+def _on_broker_error(
+    sender: Any, operation: str = "", error: BaseException | None = None, **extra: Any
+) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    what = type(error).__name__ if error is not None else "?"
+    _log(logging.WARNING, "broker error", "broker-error", operation=operation, error=what)
+    ops.record_error("broker", operation, what)
+    if ops.metrics is not None:
+        ops.metrics.broker_error(operation)
+
+
+def _on_broker_reconnected(sender: Any, **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    _log(logging.INFO, "broker reconnected", "broker-reconnected")
+    if ops.metrics is not None:
+        ops.metrics.broker_reconnected()
+
+
+def _on_presence_changed(sender: Any, topic: str = "", **extra: Any) -> None:
+    ops = _ops(sender)
+    if ops is None:
+        return
+    if ops.metrics is not None:
+        presence = getattr(ops.state.athena, "presence", None)
+        members = _presence(presence, topic)
+        if members is not None:
+            ops.metrics.presence_members(topic, members)
+    ops.changed()
+
+
+def _exposes(element: LiveElement, method: str) -> bool:
+    from .registry import exposed_names
+
+    return method in exposed_names(type(element))
+
+
+_RECEIVERS: list[tuple[str, Callable[..., None]]] = [
+    ("page_opened", _on_page_opened),
+    ("page_connected", _on_page_connected),
+    ("page_disconnected", _on_page_disconnected),
+    ("page_closed", _on_page_closed),
+    ("call_received", _on_call_received),
+    ("call_completed", _on_call_completed),
+    ("call_failed", _on_call_failed),
+    ("remote_call_sent", _on_remote_call_sent),
+    ("stream_opened", _on_stream_opened),
+    ("stream_closed", _on_stream_closed),
+    ("messages_sent", _on_messages_sent),
+    ("stream_cut", _on_stream_cut),
+    ("page_gone", _on_page_gone),
+    ("post_forwarded", _on_post_forwarded),
+    ("broker_error", _on_broker_error),
+    ("broker_reconnected", _on_broker_reconnected),
+    ("presence_changed", _on_presence_changed),
+]
+
+
+def _connect() -> None:
+    # Once per process, at import: strong references (module functions live
+    # as long as the process) and a receiver set that tests can compare.
+    for name, receiver in _RECEIVERS:
+        signal = getattr(signals, name, None)
+        if signal is not None:  # presence_changed exists once presence is in
+            signal.connect(receiver, weak=False)
+
+
+_connect()
