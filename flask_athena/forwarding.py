@@ -34,6 +34,7 @@ from .errors import (
     Forbidden,
     PageNotFound,
 )
+from .limits import read_body
 from .protocol import HEARTBEAT_EVENT, dumps, loads, sse_retry
 from .state import SESSION_KEY
 from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
@@ -124,9 +125,8 @@ def forward_post(state: AthenaState, broker: RedisBroker, page_id: str, closing:
     limit = state.config.max_body_size
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge()
-    body: bytes = request.stream.read(limit + 1)
-    if len(body) > limit:
-        raise BodyTooLarge()
+    # Within ATHENA_BODY_TIMEOUT, and a broken body is a 400 here too.
+    body = read_body(request.stream, limit, state.config.body_timeout)
     owner = broker.locate(page_id)
     if owner is None or owner == broker.worker_id:
         if closing:
