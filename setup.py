@@ -14,6 +14,7 @@ setup(
         "flask_athena": [
             "py.typed",
             "static/*.js",
+            "static/*.d.ts",
             "static/*.css",
             "inspector/static/*",
             "inspector/templates/athena_inspector/*",

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import partial
 from typing import Any
 
 from flask import Flask, current_app, has_app_context, has_request_context, session
+from flask.sessions import SecureCookieSessionInterface
 
-from . import fastcalls, ops
+from . import ops
 from .config import DEFAULTS, AthenaConfig
 from .forwarding import run_forwarded
+from .lane import ResultsLane
 from .page import LivePage
 from .protocol import dumps
+from .sessions import CachingSessionInterface
 from .state import SESSION_KEY, AthenaState
 from .transport import blueprint
+
+logger = logging.getLogger("flask_athena")
 
 
 class Athena:
@@ -53,8 +59,20 @@ class Athena:
             # Requests other workers forward to this one run through the app.
             state.cluster.handler = partial(run_forwarded, app)
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
-        if config.fast_calls:
-            fastcalls.install(app, state)
+        if config.fast_calls and type(app.session_interface) is SecureCookieSessionInterface:
+            # Flask's public hook; an app with a session interface of its
+            # own keeps it (and pays the decoding it chose).
+            app.session_interface = CachingSessionInterface(config.url_prefix + "/")
+            if "wsgi_app" in vars(app):
+                # Middleware the app already put there (ProxyFix...) must see
+                # the request first: it may change the scheme and host the
+                # Origin check compares with.
+                logger.info(
+                    "flask_athena: app.wsgi_app is already wrapped; the results lane is off "
+                    "(call init_app before adding WSGI middleware)"
+                )
+            else:
+                app.wsgi_app = ResultsLane(app, state, app.wsgi_app)  # type: ignore[method-assign]
         ops.init_app(app, state)  # logs, metrics, worker reports, the CLI
 
     def state(self, app: Flask | None = None) -> AthenaState:

@@ -182,15 +182,19 @@ def remote_events(
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
     stream = RemoteEventStream(state, broker, reader, owner, key, generation)
     try:
+        frames = broker.read_stream(page_id, last, None)
+        if frames is None:
+            stream.close()
+            return gone_response("outbox-trimmed", retry_ms)
+        # Only now is ``last`` known to be a message the page sent: a
+        # Last-Event-ID beyond the newest one trimmed first would forget
+        # messages the browser never had (its replay from 0 found nothing
+        # and no ``gone``: a silent loss).
         if last:
             broker.trim(page_id, last)
-        frames = broker.read_stream(page_id, last, None)
     except AthenaError:
         stream.close()
         raise
-    if frames is None:
-        stream.close()
-        return gone_response("outbox-trimmed", retry_ms)
     stream.start(last, frames, retry_ms)
     return event_stream_response(stream)
 

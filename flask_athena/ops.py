@@ -244,7 +244,7 @@ def init_app(app: Flask, state: AthenaState) -> None:
 
     app.cli.add_command(athena_cli)
     # No before_request hook to start the report writer: it would take the
-    # calls endpoint off its lean path (flask_athena.fastcalls). The writer
+    # results lane (flask_athena.lane) off for every POST. The writer
     # starts in each worker process (after gunicorn's fork) with its first
     # page or stream instead.
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
-from .broker.redis_outbox import backoff
+from .broker.loops import backoff
 
 if TYPE_CHECKING:
     from flask import Flask

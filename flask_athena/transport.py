@@ -8,37 +8,43 @@ sent.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Generator
 
-from flask import Blueprint, Request, Response, current_app, request, send_file, session
-from flask.sessions import SessionMixin
+from flask import Blueprint, Response, current_app, request, send_file, session
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .broker.redis_outbox import RedisOutbox
+from .endpoint import (
+    answer_calls,
+    calls_response,
+    check_origin,
+    check_session,
+    check_stream_origin,
+    check_token,
+    checked_calls,
+    error_response,
+    find_page,
+    http_error_response,
+    internal_error_response,
+    read_json_body,
+)
 from .errors import (
     AthenaError,
     BadRequest,
-    BodyTooLarge,
     BrokerUnavailable,
-    Forbidden,
     PageNotFound,
     TooManyPages,
-    UnsupportedMediaType,
 )
 from .forwarding import forward_post, is_forwarded, remote_events
-from .limits import read_body
 from .page import LivePage
 from .protocol import (
     HEARTBEAT_EVENT,
     dumps,
     loads,
-    parse_batch,
     sse_retry,
 )
-from .proxy import public_origin
-from .state import SESSION_KEY, AthenaState
+from .state import AthenaState
 from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
 
 logger = logging.getLogger("flask_athena")
@@ -52,12 +58,6 @@ blueprint = Blueprint("athena", __name__, static_folder="static", static_url_pat
 def _state() -> AthenaState:
     state: AthenaState = current_app.extensions["athena"]
     return state
-
-
-def error_response(error: AthenaError) -> Response:
-    return Response(
-        dumps({"error": error.to_json()}), error.status_code, mimetype="application/json"
-    )
 
 
 @blueprint.errorhandler(AthenaError)
@@ -81,136 +81,13 @@ def _broker_unavailable(error: BrokerUnavailable) -> Response:
 
 @blueprint.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> Response:
-    code = (error.name or "error").lower().replace(" ", "-")
-    response = Response(
-        dumps({"error": {"code": code, "message": error.description or error.name}}),
-        error.code or 400,
-        mimetype="application/json",
-    )
-    for name, value in error.get_headers():
-        if name.lower() != "content-type":
-            response.headers[name] = value  # e.g. Allow on a 405
-    return response
+    return http_error_response(error)
 
 
 @blueprint.errorhandler(Exception)
 def _unexpected(error: Exception) -> Response:
     logger.exception("flask_athena endpoint failed")
-    return Response(
-        dumps({"error": {"code": "internal-error", "message": "Internal server error."}}),
-        500,
-        mimetype="application/json",
-    )
-
-
-# -- checks -------------------------------------------------------------------
-
-
-def _check_origin(state: AthenaState, req: Request | None = None) -> None:
-    """Refuse cross-site POSTs (CSRF): same origin or an allowed one.
-
-    ``req`` defaults to the current request (the lean calls path of
-    ``fastcalls.py`` passes its own, outside any request context).
-    """
-    if req is None:
-        req = request
-    origin = req.headers.get("Origin")
-    if origin is not None:
-        hops = state.config.proxy_hops
-        # Forwarding headers only count when the app trusts that many
-        # proxies (ATHENA_PROXY_HOPS): any client can send them.
-        own = req.host_url.rstrip("/") if hops == 0 else public_origin(req.environ, hops)
-        if origin.rstrip("/") == own:
-            state.origin_accepted = True
-            return
-        if origin.rstrip("/") in state.config.allowed_origins:
-            return
-        _hint_proxy_setup(state, req, origin, own)
-        raise Forbidden("Cross-origin request refused.")
-    if req.headers.get("Sec-Fetch-Site") in ("same-origin", "none"):
-        return
-    raise Forbidden("An Origin or Sec-Fetch-Site header is required.")
-
-
-#: Request headers that reverse proxies add.
-PROXY_HEADERS = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded")
-
-
-def _hint_proxy_setup(state: AthenaState, req: Request, origin: str, own: str) -> None:
-    """Log once per worker, with the fix, when refused POSTs look like a proxy setup error.
-
-    Behind a proxy that sends the upstream's name as ``Host``, or terminates
-    TLS without the app trusting ``X-Forwarded-Proto``, *every* POST is
-    refused and the app looks dead with nothing in the logs. The signs: the
-    request came through a proxy (it carries forwarding headers) and either
-    no POST has passed the Origin check in this worker yet, or the browser
-    itself says the request is same-origin (``Sec-Fetch-Site``). A real
-    cross-site POST may trigger it too, hence once and worded as a question.
-    """
-    if state.proxy_hint_logged:
-        return
-    present = [name for name in PROXY_HEADERS if name in req.headers]
-    if not present:
-        return
-    if state.origin_accepted and req.headers.get("Sec-Fetch-Site") != "same-origin":
-        return
-    state.proxy_hint_logged = True
-    logger.warning(
-        "flask_athena refused a POST: its Origin %r is not the origin this app "
-        "sees, %r, and it came through a proxy (%s). Behind a proxy? Set "
-        "ATHENA_PROXY_HOPS to the number of proxies in front (now %d) so their "
-        "X-Forwarded-Proto/-Host count, or have the proxy pass the browser's "
-        "host and scheme (nginx: proxy_set_header Host $http_host; "
-        "proxy_set_header X-Forwarded-Proto $scheme). Logged once per worker.",
-        origin[:200],
-        own,
-        ", ".join(present),
-        state.config.proxy_hops,
-    )
-
-
-def _check_stream_origin(state: AthenaState) -> None:
-    """Refuse event streams opened by another origin's page.
-
-    Browsers send a same-site page's cookies with its cross-origin
-    ``EventSource``; without this check it would attach (replacing the
-    page's own stream) and its ``?last=`` would trim the page's outbox.
-    Clients that send neither header (not a browser page) pass.
-    """
-    if request.headers.get("Origin") is not None:
-        _check_origin(state)
-    elif request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
-        raise Forbidden("Cross-origin request refused.")
-
-
-def _check_session(page: LivePage, sess: SessionMixin | None = None) -> None:
-    key = (session if sess is None else sess).get(SESSION_KEY)
-    if not isinstance(key, str) or not hmac.compare_digest(key, page.session_key):
-        raise Forbidden("This page belongs to another session.")
-
-
-def _check_token(page: LivePage, token: object) -> None:
-    if not isinstance(token, str) or not hmac.compare_digest(token.encode(), page.token.encode()):
-        raise Forbidden("Missing or wrong page token.")
-
-
-def _read_json_body(state: AthenaState, req: Request | None = None) -> bytes:
-    if req is None:
-        req = request
-    if req.mimetype != "application/json":
-        raise UnsupportedMediaType()
-    limit = state.config.max_body_size
-    length = req.content_length
-    if length is not None and length > limit:
-        raise BodyTooLarge()  # refused before reading a byte
-    return read_body(req.stream, limit, state.config.body_timeout)
-
-
-def _page(state: AthenaState, page_id: str) -> LivePage:
-    page = state.pages.get(page_id)
-    if page is None or page.closed:
-        raise PageNotFound()
-    return page
+    return internal_error_response()
 
 
 # -- views --------------------------------------------------------------------
@@ -218,17 +95,13 @@ def _page(state: AthenaState, page_id: str) -> LivePage:
 
 @blueprint.post("/<page_id>/calls")
 def calls(page_id: str) -> Response:
+    """Browser → server calls: the checks of :mod:`~flask_athena.endpoint`, in order,
+    then :func:`~flask_athena.endpoint.answer_calls` in this request's context."""
     state = _state()
     if state.cluster is not None and page_id not in state.pages and not is_forwarded():
         return forward_post(state, state.cluster, page_id, closing=False)
-    _check_origin(state)
-    body = _read_json_body(state)
-    page = _page(state, page_id)
-    _check_session(page)
-    _check_token(page, request.headers.get("X-Athena-Token"))
-    batch = parse_batch(body)
-    status, reply = page.receive(batch)
-    return Response(reply, status, mimetype="application/json")
+    page, batch = checked_calls(state, page_id, request, session)
+    return calls_response(*answer_calls(state, page, batch))
 
 
 @blueprint.post("/<page_id>/close")
@@ -236,13 +109,13 @@ def close(page_id: str) -> Response:
     state = _state()
     if state.cluster is not None and page_id not in state.pages and not is_forwarded():
         return forward_post(state, state.cluster, page_id, closing=True)
-    _check_origin(state)
-    body = loads(_read_json_body(state))
+    check_origin(state, request)
+    body = loads(read_json_body(state, request))
     page = state.pages.get(page_id)
     if page is None:
         return Response(status=204)  # closing twice is fine
-    _check_session(page)
-    _check_token(page, body.get("token") if isinstance(body, dict) else None)
+    check_session(page, session)
+    check_token(page, body.get("token") if isinstance(body, dict) else None)
     page.close("closed")
     return Response(status=204)
 
@@ -258,7 +131,7 @@ def _last_event_id() -> int:
 @blueprint.get("/<page_id>/events")
 def events(page_id: str) -> Response:
     state = _state()
-    _check_stream_origin(state)
+    check_stream_origin(state, request)
     last = _last_event_id()
     if state.cluster is not None and page_id not in state.pages:
         # Another worker owns the page: stream it from Redis.
@@ -268,7 +141,7 @@ def events(page_id: str) -> Response:
         # Not an error status: EventSource hides those. The browser must
         # learn that replay is impossible and reload.
         return gone_response("unknown-page", RETRY_MS)
-    _check_session(page)
+    check_session(page, session)
     frames = page.outbox.read(last)
     if frames is None:
         return gone_response("outbox-trimmed", RETRY_MS)
@@ -361,7 +234,7 @@ class EventStream(StreamBody):
 
 
 def _forwarded_page(state: AthenaState, page_id: str) -> tuple[LivePage, RedisOutbox]:
-    page = _page(state, page_id)
+    page = find_page(state, page_id)
     if not is_forwarded() or not isinstance(page.outbox, RedisOutbox):
         raise PageNotFound()
     return page, page.outbox
@@ -372,8 +245,8 @@ def attach_remote(page_id: str) -> Response:
     """A worker that does not own the page serves its stream: attach it here."""
     state = _state()
     page, outbox = _forwarded_page(state, page_id)
-    _check_session(page)
-    body = loads(_read_json_body(state))
+    check_session(page, session)
+    body = loads(read_json_body(state, request))
     reader = body.get("reader") if isinstance(body, dict) else None
     if not isinstance(reader, str):
         raise BadRequest()
@@ -389,7 +262,7 @@ def detach_remote(page_id: str) -> Response:
     if not is_forwarded():
         raise PageNotFound()
     page = state.pages.get(page_id)
-    body = loads(_read_json_body(state))
+    body = loads(read_json_body(state, request))
     generation = body.get("gen") if isinstance(body, dict) else None
     if page is not None and isinstance(generation, int) and isinstance(page.outbox, RedisOutbox):
         if generation == page.stream_generation:

@@ -22,6 +22,9 @@ from flask.testing import FlaskClient
 from flask_athena import Athena, LiveElement, signals
 from flask_athena.state import AthenaState
 
+# tests/js holds athena.js's Node tests (node --test, run by tests/js/check.sh): nothing for pytest.
+collect_ignore = ["js"]
+
 #: The page every ``make_app`` app serves at ``/``.
 PAGE_TEMPLATE = """<!doctype html>
 <html><head>{{ page.head() }}</head>

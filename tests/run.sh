@@ -10,6 +10,7 @@ sudo=""
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # athena.js: node --test, tsc
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need[*]}"
   $sudo apt-get update -qq
@@ -26,6 +27,9 @@ echo "== ruff, mypy --strict"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+
+echo "== athena.js: tsc --checkJs, athena.d.ts drift, node --test"
+bash tests/js/check.sh
 
 echo "== pytest"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

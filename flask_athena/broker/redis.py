@@ -42,6 +42,7 @@ from gevent.pool import Pool
 from .. import signals
 from ..errors import BrokerUnavailable, CallTimeout, PageNotFound
 from ..protocol import sse_message
+from .loops import Loop, LoopHealth, backoff
 from .memory import LocalTopics
 from .redis_outbox import (
     BROADCAST_CHANNEL,
@@ -56,7 +57,6 @@ from .redis_outbox import (
     WORKER_TTL,
     RedisOutbox,
     RedisReader,
-    backoff,
     entry_seq,
     inbox_key,
     out_key,
@@ -68,6 +68,11 @@ from .redis_outbox import (
 logger = logging.getLogger("flask_athena")
 #: Runs a forwarded request on the owner: request dict -> reply dict.
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+#: Seconds an idle loop sleeps before it looks at its queue again (every
+#: wait has a timeout: a lost wake-up costs at most this long).
+IDLE_WAIT = 1.0
+#: One queued stream write: (op, outbox, seq, data).
+Write = tuple[str, RedisOutbox, int, str]
 
 
 class RedisBroker:
@@ -111,7 +116,7 @@ class RedisBroker:
         self._pid: int | None = None
         self._wid = ""
         self._client: Any = None
-        self._greenlets: list[gevent.Greenlet] = []
+        self._loops: list[Loop] = []
         self._subscribed = Event()
         self._pool = Pool(MAX_FORWARDED)
 
@@ -153,14 +158,29 @@ class RedisBroker:
         self._polls.clear()
         self._outboxes.clear()
         self._pool = Pool(MAX_FORWARDED)
-        self._greenlets = [
-            gevent.spawn(self._beat_forever),
-            gevent.spawn(self._listen_forever),
-            gevent.spawn(self._serve_inbox_forever),
-            gevent.spawn(self._write_forever),
-            gevent.spawn(self._poll_forever),
+        # New loops per process: a loop of the parent (before a fork) is not ours.
+        self._loops = [
+            Loop("heartbeat", self._beat_forever),
+            Loop("subscriber", self._listen_forever),
+            Loop("inbox", self._serve_inbox_forever),
+            Loop("writer", self._write_forever),
+            Loop("poller", self._poll_forever),
         ]
+        for loop in self._loops:
+            loop.start()
         return self._client
+
+    def health(self) -> list[LoopHealth]:
+        """The state of this worker's background loops (empty before first use).
+
+        Each reports whether it runs, how often it died and was restarted,
+        and how many items it refused; a metrics exporter or a health check
+        reads this from any greenlet.
+        """
+        return [loop.health for loop in self._loops]
+
+    def _loop(self, name: str) -> Loop:
+        return next(loop for loop in self._loops if loop.name == name)
 
     def _ready(self) -> Any:
         """The client, once this worker is alive and subscribed; else BrokerUnavailable."""
@@ -235,19 +255,21 @@ class RedisBroker:
         return int(client.publish(self.broadcast_channel(client), message))
 
     def close(self) -> None:
-        """Stop this worker's greenlets; send what is queued (the deletes of
-        pages just closed) and drop the liveness key, best effort."""
-        for greenlet in self._greenlets:
-            greenlet.kill(block=False)
-        self._greenlets = []
+        """Stop this worker's loops and join them (bounded); send what is
+        queued (the deletes of pages just closed) and drop the liveness key,
+        best effort. Blocks the calling greenlet for at most ~10 seconds."""
+        for loop in self._loops:
+            if not loop.stop(timeout=2.0):
+                logger.warning("flask_athena: the %s loop did not stop in time", loop.name)
+        self._loops = []
         self._topics.clear()
         if self._client is not None and self._pid == os.getpid():
             try:
                 with gevent.Timeout(5, False):  # silent: the TTLs clean up anyway
                     while self._queue:
-                        self._flush(self._take_batch())
+                        self._write(self._take_batch())
                     self._client.delete(worker_key(self._wid))
-            except self._redis_mod.exceptions.RedisError:
+            except Exception:  # boundary: shutting down whatever happened
                 logger.warning("flask_athena: Redis unreachable at shutdown; keys expire by TTL")
         self._queue.clear()
         self._pid = None
@@ -294,22 +316,38 @@ class RedisBroker:
         while True:
             if not self._polls:
                 self._polls_queued.clear()
-                self._polls_queued.wait()
+                self._polls_queued.wait(IDLE_WAIT)
+                continue
             batch = [self._polls.popleft() for _ in range(min(len(self._polls), 1000))]
-            pipe = self._client.pipeline(transaction=False)
-            for page_id, after, _ in batch:
-                pipe.hget(page_key(page_id), "gen")
-                pipe.xrange(out_key(page_id), min=f"{after + 1}-0")
             try:
-                replies = pipe.execute()
-            except Exception as exc:  # the poller must outlive any failure
+                self._poll(batch)
+            except self._redis_mod.exceptions.ConnectionError as exc:
                 signals.broker_error.send(self.app, operation="poll", error=exc)
                 error = BrokerUnavailable(f"Redis failed: {type(exc).__name__}")
                 for _, _, result in batch:
                     result.set_exception(error)
-                continue
-            for i, (_, after, result) in enumerate(batch):
-                result.set(_poll_answer(replies[2 * i], replies[2 * i + 1], after))
+            except Exception:  # one poll is bad: find it, fail it alone
+                for item in batch:
+                    try:
+                        self._poll([item])
+                    except Exception as exc:  # boundary: the poller serves everyone
+                        self._loop("poller").item_failed("a stream poll", exc)
+                        item[2].set_exception(
+                            BrokerUnavailable(f"Redis failed: {type(exc).__name__}")
+                        )
+
+    def _poll(self, batch: list[tuple[str, int, AsyncResult]]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for page_id, after, _ in batch:
+            pipe.hget(page_key(page_id), "gen")
+            pipe.xrange(out_key(page_id), min=f"{after + 1}-0")
+        replies = pipe.execute()
+        answers = [
+            _poll_answer(replies[2 * i], replies[2 * i + 1], after)
+            for i, (_, after, _) in enumerate(batch)
+        ]
+        for (_, _, result), answer in zip(batch, answers):
+            result.set(answer)
 
     def reader(self, page_id: str) -> RedisReader:
         self._ready()
@@ -388,41 +426,72 @@ class RedisBroker:
 
     # -- background greenlets ------------------------------------------------
 
-    def _enqueue(self, item: tuple[str, RedisOutbox, int, str]) -> None:
-        # Only new messages are refused when Redis stalls: closes, trims and
-        # generation bumps always queue, so closing a page never fails.
-        if item[0] == "xadd" and len(self._queue) >= MAX_QUEUED:
+    def _check_room(self) -> None:
+        """Raise BrokerUnavailable when Redis is not keeping up with new messages."""
+        if len(self._queue) >= MAX_QUEUED:
             raise BrokerUnavailable("Redis is not keeping up; message not sent.")
+
+    def _enqueue(self, item: Write) -> None:
+        # Only new messages are refused when Redis stalls (see _check_room,
+        # which RedisOutbox.publish calls first): closes, trims and
+        # generation bumps always queue, so closing a page never fails.
         self._start()
         self._queue.append(item)
         self._queued.set()
 
     def _write_forever(self) -> None:
-        """Send queued stream writes in order, pipelined; retry through outages."""
-        tries = 0
+        """Send queued stream writes in order, pipelined; retry through outages.
+
+        A batch that fails for another reason than the connection holds a bad
+        write: the batch is sent again one write at a time, and the write that
+        fails alone is dropped and its page closed (the browser gets ``gone``:
+        an explicit failure, never a gap in the page's stream).
+        """
         while True:
             if not self._queue:
                 self._queued.clear()
-                self._queued.wait()
+                self._queued.wait(IDLE_WAIT)
+                continue
             batch = self._take_batch()
-            while True:
-                try:
-                    self._flush(batch)
-                    tries = 0
-                    break
-                except self._redis_mod.exceptions.RedisError as exc:
-                    tries += 1
-                    logger.warning("flask_athena: Redis write failed (%s); retrying", exc)
-                    signals.broker_error.send(self.app, operation="write", error=exc)
-                    gevent.sleep(backoff(tries))
-                    # Replaying a batch is safe: an XADD of an id already
-                    # stored fails alone (raise_on_error=False) and trims
-                    # and deletes are idempotent.
+            try:
+                self._write(batch)
+            except Exception:  # not the connection: one write is bad
+                for item in batch:
+                    try:
+                        self._write([item])
+                    except Exception as exc:  # boundary: the writer serves everyone
+                        self._loop("writer").item_failed(f"a write ({item[0]}) of a page", exc)
+                        self._fail_page(item[1].page_id)
 
-    def _take_batch(self) -> list[tuple[str, RedisOutbox, int, str]]:
+    def _write(self, batch: list[Write]) -> None:
+        """Send ``batch``, retrying through connection failures with backoff."""
+        tries = 0
+        while True:
+            try:
+                self._flush(batch)
+                return
+            except (
+                self._redis_mod.exceptions.ConnectionError,
+                self._redis_mod.exceptions.TimeoutError,
+            ) as exc:
+                tries += 1
+                logger.warning("flask_athena: Redis write failed (%s); retrying", exc)
+                signals.broker_error.send(self.app, operation="write", error=exc)
+                gevent.sleep(backoff(tries))
+                # Replaying a batch is safe: an XADD of an id already
+                # stored fails alone (raise_on_error=False) and trims
+                # and deletes are idempotent.
+
+    def _fail_page(self, page_id: str) -> None:
+        # In a greenlet of its own: closing a page runs the app's hooks,
+        # which must not hold (or kill) the writer.
+        if self.on_lost is not None:
+            gevent.spawn(self.on_lost, page_id, "lost")
+
+    def _take_batch(self) -> list[Write]:
         return [self._queue.popleft() for _ in range(min(len(self._queue), 1000))]
 
-    def _flush(self, batch: list[tuple[str, RedisOutbox, int, str]]) -> None:
+    def _flush(self, batch: list[Write]) -> None:
         pipe = self._client.pipeline(transaction=False)
         woken: dict[str, RedisOutbox] = {}
         for op, outbox, seq, data in batch:
@@ -473,8 +542,8 @@ class RedisBroker:
                 logger.warning("flask_athena: Redis heartbeat failed (%s)", exc)
                 signals.broker_error.send(self.app, operation="heartbeat", error=exc)
                 gevent.sleep(backoff(tries))
-            except Exception:  # a hook raised in on_lost: keep beating
-                logger.exception("flask_athena: Redis heartbeat failed")
+            except Exception as exc:  # boundary: a hook raised in on_lost; keep beating
+                self._loop("heartbeat").item_failed("a page refresh", exc)
                 gevent.sleep(WORKER_BEAT)
 
     def _refresh_pages(self) -> None:
@@ -532,10 +601,12 @@ class RedisBroker:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
                         self._dispatch(message["channel"], message["data"])
-            except self._redis_mod.exceptions.RedisError as exc:
+            except Exception as exc:  # the connection, or a reply redis-py cannot decode
+                # Either way the connection is in doubt: reconnect (wake-ups
+                # missed meanwhile are made up for once subscribed again).
                 self._subscribed.clear()
                 tries += 1
-                logger.warning("flask_athena: Redis subscriber lost (%s); reconnecting", exc)
+                logger.warning("flask_athena: Redis subscriber lost (%r); reconnecting", exc)
                 signals.broker_error.send(self.app, operation="subscribe", error=exc)
                 gevent.sleep(backoff(tries))
             finally:
@@ -556,8 +627,8 @@ class RedisBroker:
                 result = self._replies.get(message["r"])
                 if result is not None and not result.ready():
                     result.set(message["v"])
-        except Exception:  # one bad message must not end the subscriber
-            logger.exception("flask_athena: bad broker message")
+        except Exception as exc:  # boundary: one bad message must not end the subscriber
+            self._loop("subscriber").item_failed("a pub/sub message", exc)
 
     def _deliver(self, topic: str, method: str, args_json: str) -> None:
         self._topics.deliver(topic, method, args_json)
@@ -565,34 +636,51 @@ class RedisBroker:
     def _serve_inbox_forever(self) -> None:
         """Take requests forwarded to this worker; run each in its own greenlet."""
         tries = 0
-        self._subscribed.wait()
+        while not self._subscribed.wait(IDLE_WAIT):
+            pass
         while True:
             try:
                 item = self._client.blpop([inbox_key(self._wid)], timeout=1)
                 tries = 0
-            except self._redis_mod.exceptions.RedisError as exc:
+            except self._redis_mod.exceptions.ConnectionError as exc:
                 tries += 1
                 logger.warning("flask_athena: Redis inbox failed (%s)", exc)
                 signals.broker_error.send(self.app, operation="inbox", error=exc)
                 gevent.sleep(backoff(tries))
                 continue
+            except Exception as exc:  # boundary: an entry redis-py cannot decode
+                # The entry is popped already; its sender times out (504).
+                self._loop("inbox").item_failed("a forwarded request", exc)
+                continue
             if item is not None:
+                # The pool bounds the requests run at once; spawn blocks
+                # while it is full, and the rest wait in the inbox list.
                 self._pool.spawn(self._serve, item[1])
 
     def _serve(self, payload: str) -> None:
+        """Run one forwarded request and publish its reply (a pool greenlet)."""
         try:
             message = json.loads(payload)
-            handler = self.handler
+            sender, rid, req = message["from"], message["id"], message["req"]
+        except Exception as exc:  # boundary: nobody to answer, the sender times out
+            self._loop("inbox").item_failed("an unreadable forwarded request", exc)
+            return
+        handler = self.handler
+        try:
             if handler is None:
                 reply: dict[str, Any] = {"status": 503, "headers": [], "body": ""}
             else:
-                reply = handler(message["req"])
+                reply = handler(req)
+        except Exception as exc:  # boundary: one request must not end the inbox
+            self._loop("inbox").item_failed("a forwarded request", exc)
+            # The sender learns at once instead of waiting for its timeout.
+            reply = {"status": 500, "headers": [], "body": ""}
+        try:
             self._client.publish(
-                wake_channel(message["from"]),
-                json.dumps({"k": "reply", "r": message["id"], "v": reply}),
+                wake_channel(sender), json.dumps({"k": "reply", "r": rid, "v": reply})
             )
-        except Exception:  # boundary: one request must not end the inbox
-            logger.exception("flask_athena: forwarded request failed")
+        except Exception as exc:  # boundary: the sender times out (504) and retries
+            self._loop("inbox").item_failed("the reply of a forwarded request", exc)
 
 
 def _poll_answer(

@@ -7,7 +7,6 @@ is a stream served by another worker. Both leave the I/O to
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -35,8 +34,6 @@ MAX_FORWARDED = 500
 MAX_REDIS_CONNECTIONS = 64
 #: Seconds a request waits for a free Redis connection (then BrokerUnavailable).
 POOL_WAIT = 5.0
-BACKOFF_BASE = 0.1
-BACKOFF_CAP = 5.0
 
 
 def page_key(page_id: str) -> str:
@@ -57,11 +54,6 @@ def inbox_key(wid: str) -> str:
 
 def wake_channel(wid: str) -> str:
     return f"athena:w:{wid}"
-
-
-def backoff(tries: int) -> float:
-    """Seconds before reconnect attempt ``tries`` (from 1): exponential, jittered, capped."""
-    return float(random.uniform(0.5, 1.0) * min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(tries, 10)))
 
 
 def entry_seq(entry_id: str) -> int:
@@ -99,11 +91,19 @@ class RedisOutbox:
         return len(self._frames)
 
     def publish(self, data: str) -> int:
+        # Everything that can refuse the message runs before a seq is taken,
+        # so a refused message exists nowhere (no copy only this worker has,
+        # no seq Redis never gets): the writer's room (BrokerUnavailable when
+        # Redis is not keeping up), then the encoding (a lone surrogate
+        # raises UnicodeEncodeError here, to the caller, never in the writer
+        # greenlet that serves the whole worker).
         if not self.closed:  # nobody reads a closed page; keep no key for it
-            # Queued first: when Redis is not keeping up this raises, and the
-            # message exists nowhere (no copy only this worker has).
-            self._broker._enqueue(("xadd", self, self.last_seq + 1, data))
+            self._broker._check_room()
+        data.encode()
         seq = self._frames.publish(data)
+        if not self.closed:
+            # Nothing between the check and here yields: the room is still there.
+            self._broker._enqueue(("xadd", self, seq, data))
         if self.on_backlog is not None and len(self._frames) > self.size // 2:
             self.on_backlog()
         return seq

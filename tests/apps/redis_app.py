@@ -10,9 +10,10 @@ that a request was served, or forwarded, across workers.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 
 import gevent
-from flask import Flask, render_template_string
+from flask import Flask, jsonify, render_template_string
 
 from flask_athena import Athena, LiveElement, expose
 from flask_athena.config import config_from_env
@@ -79,6 +80,22 @@ class Probe(LiveElement):
         self.call_remote("pong", text)
         return os.getpid()
 
+    @expose
+    def poison(self) -> int:
+        """Push unencodable data (a lone surrogate) through the broker's public paths.
+
+        A broadcast whose arguments hold one reaches every worker's members;
+        a stream write for a page id Redis cannot take reaches this worker's
+        writer greenlet. Neither may stop any loop that serves the worker.
+        """
+        broker = athena.state().broker
+        broker.broadcast(ROOM, "hear", '[0, "\ud800"]')  # a real surrogate, not an escape
+        try:
+            broker.create_outbox("\ud800", 10).publish('"x"')
+        except UnicodeEncodeError:
+            pass  # refused to the caller: fine too, as long as the loops live
+        return os.getpid()
+
 
 @app.get("/")
 def index() -> str:
@@ -95,3 +112,10 @@ def whoami() -> str:
 @app.get("/healthz")
 def healthz() -> str:
     return "ok"
+
+
+@app.get("/loops")
+def loops() -> object:
+    """This worker's pid and the health of its broker loops (tests read it)."""
+    health = getattr(athena.state().broker, "health", lambda: [])()
+    return jsonify(pid=os.getpid(), loops=[asdict(h) for h in health])

@@ -26,6 +26,8 @@ import requests
 from tests.protocol_client import SSEParser
 from tests.support import OUTPUT, free_port, wait_until
 
+#: The text :func:`in_room` broadcasts (left out of ``Stream.heard()``).
+SYNC = "__sync__"
 _META = re.compile(r'<meta name="athena-config" content="([^"]*)">')
 _PID = re.compile(r'data-pid="(\d+)"')
 
@@ -97,7 +99,7 @@ def connection(base: str, cookies: Any = None) -> tuple[requests.Session, int]:
     if cookies is not None:
         session.cookies.update(cookies)
     # 0 when the app has no /whoami (the example app): the pid is then unknown.
-    text = session.get(base + "/whoami", timeout=5).text
+    text = session.get(base + "/whoami", timeout=30).text
     return session, int(text) if text.isdigit() else 0
 
 
@@ -131,7 +133,7 @@ class Page:
     def __init__(self, base: str, path: str = "/") -> None:
         self.base = base
         session, _ = connection(base)
-        response = session.get(base + path, timeout=5)
+        response = session.get(base + path, timeout=30)
         response.raise_for_status()
         self.cookies = session.cookies
         session.close()
@@ -237,6 +239,8 @@ class Stream(threading.Thread):
         self.stopping = False
         self.last = 0
         self.status: int | None = None
+        #: Heartbeat events received (over every connection).
+        self.heartbeats = 0
 
     def run(self) -> None:
         while not self.stopping and self.gone is None:
@@ -270,6 +274,8 @@ class Stream(threading.Thread):
                     if event.event == "gone":
                         self.gone = event.json()["reason"]
                         return
+                    if event.event == "heartbeat":
+                        self.heartbeats += 1
                     if event.id is not None:
                         seq = int(event.id)
                         assert seq == self.last + 1, (seq, self.last)
@@ -279,8 +285,32 @@ class Stream(threading.Thread):
                     return
 
     def heard(self) -> list[Any]:
-        return [m["args"] for _, m in self.messages if m.get("method") == "hear"]
+        """Arguments of the ``hear`` broadcasts received (without :func:`in_room`'s)."""
+        return [
+            m["args"]
+            for _, m in self.messages
+            if m.get("method") == "hear" and m["args"][1:] != [SYNC]
+        ]
+
+    def synced(self) -> bool:
+        return any(m.get("method") == "hear" and m["args"][1:] == [SYNC] for _, m in self.messages)
 
     def stop(self) -> None:
         self.stopping = True
         self.join(timeout=10)
+
+
+def in_room(page: Page, streams: list[Stream], timeout: float = 30.0) -> None:
+    """Wait until every stream's page joined the room (its ``connected()`` ran).
+
+    The pages join on their owner when their stream attaches, which the test
+    cannot see: broadcast :data:`SYNC` from ``page`` until every stream heard one.
+    """
+    deadline = time.monotonic() + timeout
+    while not all(s.synced() for s in streams):
+        assert time.monotonic() < deadline, "the pages never joined the room"
+        page.call("shout", SYNC)
+        try:
+            wait_until(lambda: all(s.synced() for s in streams), timeout=1.0)
+        except AssertionError:
+            pass

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.integration.redis_support import Page, RedisServer, Stream, redis_server
+from tests.integration.redis_support import Page, RedisServer, Stream, in_room, redis_server
 from tests.protocol_client import SmallBufferAdapter, SSEParser
 from tests.support import LiveServer, wait_until
 
@@ -35,7 +35,9 @@ def settings(redis: RedisServer) -> dict[str, str]:
     return {
         "ATHENA_BROKER_URL": redis.url,
         "ATHENA_HEARTBEAT": "0.5",
-        "ATHENA_PAGE_TIMEOUT": "5",
+        # Long: under load, spreading pages over the workers takes seconds,
+        # and a page without a stream must not be reaped meanwhile.
+        "ATHENA_PAGE_TIMEOUT": "60",
         "ATHENA_CALL_TIMEOUT": "5",
         "SECRET_KEY": SECRET,
     }
@@ -121,13 +123,13 @@ def test_streams_on_other_workers_and_broadcast_reaches_every_page_once_in_order
         stream.start()
     # Every page joins the room in connected(), run on its owner when the
     # stream attaches to another worker.
-    wait_until(lambda: all(s.served_by for s in streams), timeout=10)
+    wait_until(lambda: all(s.served_by for s in streams), timeout=30)
     assert all(s.served_by[0] != s.page.owner for s in streams)
-    time.sleep(0.3)  # the owners run connected() once the attach reaches them
+    in_room(pages[0], streams)  # the owners ran connected() once the attach reached them
     texts = [f"m{i}" for i in range(8)]
     for i, text in enumerate(texts):
         pages[i % len(pages)].call("shout", text)
-    wait_until(lambda: all(len(s.heard()) >= len(texts) for s in streams), timeout=10)
+    wait_until(lambda: all(len(s.heard()) >= len(texts) for s in streams), timeout=30)
     time.sleep(0.3)
     for stream in streams:
         assert [args[1] for args in stream.heard()] == texts  # once each, in order
@@ -150,8 +152,8 @@ def test_streams_served_by_the_owner_read_no_redis_stream(
     streams = [Stream(page, want=page.owner) for page in pages]
     for stream in streams:
         stream.start()
-    wait_until(lambda: all(s.served_by for s in streams), timeout=10)
-    time.sleep(0.3)  # connected() joined the room on every owner
+    wait_until(lambda: all(s.served_by for s in streams), timeout=30)
+    in_room(pages[0], streams)  # connected() joined the room on every owner
 
     def xranges() -> int:
         stats = redis_server.client().info("commandstats")
@@ -161,7 +163,7 @@ def test_streams_served_by_the_owner_read_no_redis_stream(
     texts = [f"o{i}" for i in range(5)]
     for text in texts:
         pages[0].call("shout", text)
-    wait_until(lambda: all(len(s.heard()) >= len(texts) for s in streams), timeout=10)
+    wait_until(lambda: all(len(s.heard()) >= len(texts) for s in streams), timeout=30)
     # Each owner keeps a local copy of its pages' messages: a broadcast that
     # wakes every stream costs no Redis read per stream.
     assert xranges() == before
@@ -270,7 +272,7 @@ def test_owner_killed_its_pages_are_gone_others_keep_working(
         streams[spared[0].id] = moving
         for stream in streams.values():
             stream.start()
-        wait_until(lambda: all(s.served_by for s in streams.values()), timeout=10)
+        wait_until(lambda: all(s.served_by for s in streams.values()), timeout=30)
         assert moving.served_by[0] == victim
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -313,14 +315,14 @@ def test_two_hosts_share_one_redis_and_chat(redis_server: RedisServer) -> None:
         alice_stream, bob_stream = Stream(alice, base=b.url), Stream(bob, base=a.url)
         alice_stream.start()
         bob_stream.start()
-        wait_until(lambda: alice_stream.served_by and bob_stream.served_by, timeout=10)
+        wait_until(lambda: alice_stream.served_by and bob_stream.served_by, timeout=30)
         assert alice.call("setUsername", "alice", base=b.url)[1] == ["alice"]
         # (The example's presence list is per worker; the chat itself is not.)
         assert "bob" in bob.call("setUsername", "bob", base=a.url)[1]
         alice.call("say", "hi bob", base=b.url)
         bob.call("say", "hi alice", base=a.url)
         for stream in (alice_stream, bob_stream):
-            wait_until(lambda s=stream: [x for x in s.heard() if x[0] == "bob"], timeout=10)
+            wait_until(lambda s=stream: [x for x in s.heard() if x[0] == "bob"], timeout=30)
             assert [x for x in stream.heard()] == [["alice", "hi bob"], ["bob", "hi alice"]]
         assert alice.close(base=b.url) == 204
         assert bob.close(base=a.url) == 204
@@ -369,7 +371,7 @@ def test_redis_lost_calls_fail_clearly_workers_reconnect() -> None:
             wait_until(works, timeout=20, interval=0.5)
             # The old pages lost their keys with Redis' data: their owners
             # closed them, so their browsers would reload.
-            wait_until(lambda: page.post(batch, want=page.owner)[1] == 404, timeout=10)
+            wait_until(lambda: page.post(batch, want=page.owner)[1] == 404, timeout=30)
             assert server.proc is not None and server.proc.poll() is None
     finally:
         redis.stop()

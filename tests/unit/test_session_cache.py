@@ -1,9 +1,10 @@
-"""ATHENA_FAST_CALLS: the lean calls path answers exactly like the Flask view.
+"""ATHENA_FAST_CALLS: cookies verified once, and the results lane.
 
-Every scenario runs against two apps, one with the lean path and one
-without, and the answers (status, JSON body, content type) must be equal.
-Then what exposed methods can use in the lean path (session read and write,
-``g``, ``request``, ``url_for``), the hooks it keeps, and when it steps aside.
+Every scenario runs against two apps, one with ``ATHENA_FAST_CALLS`` (the
+caching session interface and the results lane) and one without, and the
+answers (status, JSON body, content type) must be equal. Then what exposed
+methods can use (session read and write, ``g``, ``request``, ``url_for``),
+the app hooks that run, expiry and key changes, and when the lane steps aside.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from flask import Flask, g, request, session, url_for
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_athena import LiveElement, expose
-from flask_athena import fastcalls as fastcalls_module
+from flask_athena import sessions as sessions_module
 from flask_athena.config import AthenaConfig, config_from_env
 from flask_athena.errors import ConfigurationError
-from flask_athena.fastcalls import FastCalls, SessionCache
+from flask_athena.sessions import CachingSessionInterface
 from flask_athena.testing import AthenaClient, TestPage
 
 from .widgets import Recorder, call_body, element, post_headers
@@ -63,7 +64,7 @@ def open_page(
         ATHENA_MAX_BODY_SIZE=4096,
         **config,
     )
-    assert isinstance(app.wsgi_app, FastCalls) is fast
+    assert isinstance(app.session_interface, CachingSessionInterface) is fast
     if setup is not None:
         setup(app)
     return AthenaClient(app).open()
@@ -117,7 +118,9 @@ SCENARIOS: dict[str, tuple[Any, dict[str, str | None]]] = {
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_lean_path_answers_like_the_view(make_app: Callable[..., Flask], name: str) -> None:
+def test_cached_sessions_answer_like_flask_sessions(
+    make_app: Callable[..., Flask], name: str
+) -> None:
     data, headers = SCENARIOS[name]
     answers = []
     for fast in (True, False):
@@ -202,10 +205,10 @@ def test_after_request_and_teardown_hooks_run_for_calls(make_app: Callable[..., 
     )
     assert response.headers["X-After"] == "1"
     assert seen == ["after", "teardown"]
-    assert isinstance(app.wsgi_app, FastCalls)
+    assert isinstance(app.session_interface, CachingSessionInterface)
 
 
-def test_before_request_hook_sends_calls_through_flask(make_app: Callable[..., Flask]) -> None:
+def test_before_request_hook_runs_before_exposed_methods(make_app: Callable[..., Flask]) -> None:
     def setup(app: Flask) -> None:
         @app.before_request
         def before() -> None:
@@ -225,13 +228,71 @@ def test_results_only_posts_skip_the_request_context(make_app: Callable[..., Fla
     assert seen == ["t"]
 
 
+def spy_on_view(page: TestPage) -> list[str]:
+    app = page.client.flask.application
+    called: list[str] = []
+    view = app.view_functions["athena.calls"]
+    app.view_functions["athena.calls"] = lambda **kw: called.append("view") or view(**kw)
+    return called
+
+
+def test_the_lane_answers_results_and_the_view_answers_calls(
+    make_app: Callable[..., Flask],
+) -> None:
+    page = open_page(make_app, True)
+    called = spy_on_view(page)
+    assert page.send({"type": "result", "call": 1, "ok": None}, ack=0)[0] == 200
+    assert called == []
+    assert page.call(1, "echo", 5) == 5
+    assert called == ["view"]
+    assert element(page).invoked("echo") == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Athena-Token": "nope"}, {"Origin": "http://evil.example"}, {"Content-Type": "text/plain"}],
+)
+def test_the_lane_hands_refused_posts_to_the_view(
+    make_app: Callable[..., Flask], headers: dict[str, str]
+) -> None:
+    page = open_page(make_app, True)
+    called = spy_on_view(page)
+    status, body = page.post(
+        {"ack": 0, "messages": [{"type": "result", "call": 1, "ok": 1}]}, headers
+    )
+    assert called == ["view"]  # the one place that answers refusals
+    assert status in (403, 415) and "error" in body
+
+
+def test_the_lane_steps_aside_for_before_request_hooks(make_app: Callable[..., Flask]) -> None:
+    seen: list[str] = []
+    page = open_page(make_app, True, lambda app: app.before_request(lambda: seen.append("b")))
+    seen.clear()
+    assert page.send({"type": "result", "call": 1, "ok": None}, ack=0)[0] == 200
+    assert seen == ["b"]
+
+
+def test_the_lane_is_not_installed_over_existing_middleware() -> None:
+    from flask_athena import Athena
+    from flask_athena.lane import ResultsLane
+
+    app = Flask(__name__)
+    app.secret_key = "k"
+    app.wsgi_app = ProxyFix(app.wsgi_app)  # type: ignore[method-assign]
+    athena = Athena(app)
+    assert isinstance(app.wsgi_app, ProxyFix)
+    assert not isinstance(app.wsgi_app, ResultsLane)
+    athena.shutdown(app)
+
+
 def test_expired_session_cookie_is_refused_even_when_cached(
     make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     page = open_page(make_app, True, None, PERMANENT_SESSION_LIFETIME=timedelta(seconds=100))
     assert page.call(1, "echo", 1) == 1  # the cookie is in the table now
-    real = fastcalls_module.time.time
-    monkeypatch.setattr(fastcalls_module.time, "time", lambda: real() + 1000)
+    assert len(page.client.flask.application.session_interface) == 1  # type: ignore[arg-type]
+    real = sessions_module.time.time
+    monkeypatch.setattr(sessions_module.time, "time", lambda: real() + 1000)
     status, body = page.post(call_body(page.next_seq, "echo", 2))
     assert (status, body["error"]["code"]) == (403, "forbidden")
 
@@ -247,19 +308,31 @@ def test_secret_key_change_empties_the_table(make_app: Callable[..., Flask]) -> 
 def test_session_cache_keeps_only_scalar_sessions_and_is_bounded() -> None:
     app = Flask(__name__)
     app.secret_key = "k"
-    interface = app.session_interface
-    serializer = interface.get_signing_serializer(app)  # type: ignore[attr-defined]
-    cache = SessionCache(size=2)
+    serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
+    interface = CachingSessionInterface("/_athena/", size=2)
+    kept = []
     for n, data in enumerate([{"a": 1}, {"a": [1]}, {"b": "x"}, {"c": None}]):
         cookie = serializer.dumps(data)
-        with app.test_request_context(headers={"Cookie": f"session={cookie}"}):
-            opened = cache.open(app, interface, request)  # type: ignore[arg-type]
-            assert dict(opened) == data, n
-            assert cache.open(app, interface, request) == data  # type: ignore[arg-type]
-    assert len(cache._table) == 2
-    assert all(
-        isinstance(v, (str, int, type(None))) for d, _ in cache._table.values() for v in d.values()
-    )
+        with app.test_request_context("/_athena/p/calls", headers={"Cookie": f"session={cookie}"}):
+            opened = interface.open_session(app, request)
+            assert opened is not None and dict(opened) == data, n
+            again = interface.open_session(app, request)
+            assert again is not None and dict(again) == data
+            assert again is not opened
+            kept.append(len(interface))
+    # The list-valued session was never kept; the table holds two at most.
+    assert kept == [1, 1, 2, 2]
+
+
+def test_views_of_the_app_use_flask_sessions_unchanged(make_app: Callable[..., Flask]) -> None:
+    page = open_page(make_app, True)
+    interface = page.client.flask.application.session_interface
+    assert isinstance(interface, CachingSessionInterface)
+    page.client.open("/")  # the app's own view, with the session cookie
+    assert len(interface) == 0
+    assert page.call(1, "echo", 1) == 1
+    assert page.call(1, "echo", 2) == 2
+    assert len(interface) == 1  # one cookie, verified once
 
 
 def test_session_from_the_table_is_a_copy(make_app: Callable[..., Flask]) -> None:
@@ -269,27 +342,44 @@ def test_session_from_the_table_is_a_copy(make_app: Callable[..., Flask]) -> Non
     assert page.call(2, "recall") == "bob"
 
 
-def test_not_installed_over_existing_middleware() -> None:
+def test_cookies_cached_behind_middleware_added_before_init_app() -> None:
     from flask_athena import Athena
 
     app = Flask(__name__)
     app.secret_key = "k"
     app.wsgi_app = ProxyFix(app.wsgi_app)  # type: ignore[method-assign]
     athena = Athena(app)
-    assert isinstance(app.wsgi_app, ProxyFix)
+    assert isinstance(app.session_interface, CachingSessionInterface)
+    athena.shutdown(app)
+
+
+def test_a_custom_session_interface_is_kept() -> None:
+    from flask.sessions import SecureCookieSessionInterface
+
+    from flask_athena import Athena
+
+    class Mine(SecureCookieSessionInterface):
+        pass
+
+    app = Flask(__name__)
+    app.secret_key = "k"
+    app.session_interface = Mine()
+    athena = Athena(app)
+    assert type(app.session_interface) is Mine
     athena.shutdown(app)
 
 
 def test_server_name_and_trusted_hosts_go_through_flask(make_app: Callable[..., Flask]) -> None:
     page = open_page(make_app, True, None, TRUSTED_HOSTS=["localhost"])
-    assert page.call(1, "echo", 1) == 1
-    middleware = page.client.flask.application.wsgi_app
-    assert isinstance(middleware, FastCalls)
-    assert not middleware._eligible(page.config["page"])
+    called = spy_on_view(page)
+    assert page.send({"type": "result", "call": 1, "ok": None}, ack=0)[0] == 200
+    assert called == ["view"]
     page.client.flask.application.config["TRUSTED_HOSTS"] = None
-    assert middleware._eligible(page.config["page"])
+    assert page.send({"type": "result", "call": 1, "ok": None}, ack=0)[0] == 200
+    assert called == ["view"]
     page.client.flask.application.config["SERVER_NAME"] = "localhost"
-    assert not middleware._eligible(page.config["page"])
+    assert page.send({"type": "result", "call": 1, "ok": None}, ack=0)[0] == 200
+    assert called == ["view", "view"]
 
 
 @pytest.mark.parametrize(
@@ -310,18 +400,6 @@ def test_fast_calls_must_be_a_bool() -> None:
     config["ATHENA_FAST_CALLS"] = "maybe"
     with pytest.raises(ConfigurationError, match="ATHENA_FAST_CALLS"):
         AthenaConfig.from_mapping(config)
-
-
-def test_lean_path_used_for_calls(make_app: Callable[..., Flask]) -> None:
-    page = open_page(make_app, True)
-    # No routing happened: the view function was not called.
-    app = page.client.flask.application
-    called: list[str] = []
-    view = app.view_functions["athena.calls"]
-    app.view_functions["athena.calls"] = lambda **kw: called.append("view") or view(**kw)
-    assert page.call(1, "echo", 5) == 5
-    assert called == []
-    assert element(page).invoked("echo") == 1
 
 
 def test_flask_max_content_length_answers_alike(make_app: Callable[..., Flask]) -> None:

@@ -1,0 +1,152 @@
+"""Issue 13: no message can stop a loop that serves a whole worker (Redis mode).
+
+``tests.apps.redis_app:app`` under ``gunicorn -k gevent -w 2`` sharing a real
+``redis-server``. The broker's loops (writer, subscriber, poller, inbox,
+heartbeat) serve every page of a worker: one poisoned message must be refused
+on its own while every other page keeps getting its messages and heartbeats.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.redis_support import (
+    Page,
+    RedisServer,
+    Stream,
+    connection,
+    in_room,
+    redis_server,
+)
+from tests.integration.test_redis_scaleout import SECRET, pages_on_workers
+from tests.protocol_client import SSEParser
+from tests.support import LiveServer, wait_until
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["redis_server"]  # the fixture, imported for this module
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: RedisServer) -> Iterator[LiveServer]:
+    env = {
+        "ATHENA_BROKER_URL": redis_server.url,
+        "ATHENA_HEARTBEAT": "0.5",
+        "ATHENA_PAGE_TIMEOUT": "60",
+        "ATHENA_CALL_TIMEOUT": "5",
+        "SECRET_KEY": SECRET,
+    }
+    server = LiveServer("tests.apps.redis_app:app", "redis-loops", workers=2, env=env)
+    server.start()
+    yield server
+    server.stop()
+
+
+def loops_of_every_worker(base: str, workers: int = 2) -> dict[int, list[dict[str, Any]]]:
+    """``{pid: [loop health, ...]}`` of every worker (asked on fresh connections)."""
+    seen: dict[int, list[dict[str, Any]]] = {}
+    deadline = time.monotonic() + 20
+    while len(seen) < workers:
+        assert time.monotonic() < deadline, f"only reached workers {sorted(seen)}"
+        with requests.Session() as session:
+            body = session.get(base + "/loops", timeout=5).json()
+        seen[body["pid"]] = body["loops"]
+    return seen
+
+
+def test_a_poisoned_message_stops_no_loop_other_pages_keep_messages_and_heartbeats(
+    server: LiveServer,
+) -> None:
+    pages = pages_on_workers(server.url, owners=2)
+    # Streams served by the worker that does NOT own the page: they read the
+    # page's Redis stream, which only the owner's writer greenlet fills.
+    streams = [Stream(page, avoid=page.owner) for page in pages]
+    for stream in streams:
+        stream.start()
+    wait_until(lambda: all(s.served_by for s in streams), timeout=10)
+    in_room(pages[0], streams)  # the owners ran connected(): every page joined the room
+    pages[0].call("shout", "before")
+    wait_until(lambda: all(len(s.heard()) == 1 for s in streams), timeout=10)
+
+    # Poison on both workers: a broadcast holding a lone surrogate (every
+    # worker delivers it) and an unencodable stream write (the writer's).
+    for page in pages:
+        if page.owner in {p.owner for p in pages[: pages.index(page)]}:
+            continue
+        page.call("poison", want=page.owner)
+
+    pages[-1].call("shout", "after")
+    wait_until(lambda: all(len(s.heard()) == 2 for s in streams), timeout=15)
+    beats = [s.heartbeats for s in streams]
+    wait_until(lambda: all(s.heartbeats >= b + 3 for s, b in zip(streams, beats)), timeout=15)
+    for stream in streams:
+        # Once each, in order; the Stream reader asserts ids without gaps.
+        assert [args[1] for args in stream.heard()] == ["before", "after"]
+        assert stream.gone is None
+    for pid, loops in loops_of_every_worker(server.url).items():
+        assert {loop["name"] for loop in loops} == {
+            "heartbeat",
+            "subscriber",
+            "inbox",
+            "writer",
+            "poller",
+        }, pid
+        for loop in loops:
+            assert loop["alive"] and loop["restarts"] == 0, (pid, loop)
+    for page in pages:
+        assert page.close() == 204
+    for stream in streams:
+        stream.join(timeout=5)
+        assert stream.gone == "closed"
+
+
+def _read_events(base: str, page: Page, last: int, avoid: int) -> tuple[list[int], str | None]:
+    """Read a page's stream on a worker other than ``avoid`` until ``gone`` or quiet."""
+    for _ in range(40):
+        session, pid = connection(base, page.cookies)
+        if pid != avoid:
+            break
+        session.close()
+    else:
+        raise AssertionError("never landed on another worker")
+    ids: list[int] = []
+    with session:
+        response = session.get(
+            base + page.config["events"],
+            headers={"Last-Event-ID": str(last)},
+            stream=True,
+            timeout=(5, 5),
+        )
+        parser = SSEParser()
+        for chunk in response.iter_content(None):
+            for event in parser.feed(chunk):
+                if event.event == "gone":
+                    return ids, event.json()["reason"]
+                if event.id is not None:
+                    ids.append(int(event.id))
+                if event.event == "heartbeat":  # caught up and idle
+                    return ids, None
+    return ids, None
+
+
+def test_regression_non_owner_trimmed_redis_outbox_for_a_last_event_id_beyond_the_last(
+    server: LiveServer, redis_server: RedisServer
+) -> None:
+    page = Page(server.url)
+    for i in range(3):
+        page.call("ping_back", f"p{i}")
+    stream_key = f"athena:out:{page.id}"
+    wait_until(lambda: redis_server.client().xlen(stream_key) == 4)  # 3 + the placeholder
+    # A Last-Event-ID the page never sent: replay is impossible, say so...
+    ids, gone = _read_events(server.url, page, 1000, avoid=page.owner)
+    assert (ids, gone) == ([], "outbox-trimmed")
+    # ...and forget nothing: the messages are still there for a replay from 0.
+    assert [e[0] for e in redis_server.client().xrange(stream_key)] == ["0-1", "1-0", "2-0", "3-0"]
+    ids, gone = _read_events(server.url, page, 0, avoid=page.owner)
+    assert (ids, gone) == ([1, 2, 3], None)
+    assert page.close() == 204
