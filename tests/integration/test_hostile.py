@@ -266,7 +266,28 @@ def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> Non
     rss_before = target.rss_kib()
     attacker = session_from("127.0.0.2")
     deadline = time.monotonic() + 90
+    made: list[tuple[dict[str, Any], dict[str, str]]] = []
+
+    def alive(config: dict[str, Any], cookies: dict[str, str]) -> bool:
+        response = requests.post(
+            target.url + config["calls"],
+            data='{"messages": []}',
+            cookies=cookies,
+            headers={
+                "Content-Type": "application/json",
+                "Origin": target.url,
+                "X-Athena-Token": config["token"],
+            },
+            timeout=10,
+        )
+        assert response.status_code in (200, 404), response.text
+        return response.status_code == 200
+
     for n in range(flood):
+        if n == 3 * limit * workers:
+            # The flood pushes out its own oldest pages (they would live
+            # for ATHENA_PAGE_TIMEOUT otherwise).
+            assert not any(alive(*page) for page in made[:limit])
         assert time.monotonic() < deadline, "the flood took too long"
         attacker.cookies.clear()
         response = attacker.get(target.url + "/chat", timeout=10)
@@ -274,6 +295,7 @@ def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> Non
         match = _META.search(response.text)
         assert match is not None
         config = json.loads(html.unescape(match.group(1)))
+        made.append((config, dict(attacker.cookies.items())))
         joined = attacker.post(
             target.url + config["calls"],
             data=json.dumps(
