@@ -110,17 +110,25 @@ class ResultsLane:
         app, state = self.app, self.state
         request = app.request_class(environ)
         try:
-            check_origin(state, request)
-        except AthenaError:
-            return None  # nothing read: Flask sees the request untouched
-        try:
             body = read_json_body(state, request)
         except AthenaError as exc:
-            # The body is gone; this is the answer the view would give too.
+            # The body is gone (the client left mid-body; type and length
+            # passed eligible()), so answer here what the view would.
+            try:
+                check_origin(state, request)
+            except AthenaError as refused:
+                return self._error(refused)
             return self._error(exc)
         # Flask reads the same bytes if the lane hands the request on.
         environ["wsgi.input"] = io.BytesIO(body)
+        if b'"seq"' in body:
+            # A call or a detach (each carries "seq", unless escaped: then
+            # batch.sequenced below catches it): user code runs,
+            # and the view runs it in a request context. Only a result
+            # whose value contains the text goes the long way for nothing.
+            return None
         try:
+            check_origin(state, request)
             session = app.session_interface.open_session(app, request)
             if session is None:
                 return None

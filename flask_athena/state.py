@@ -62,7 +62,7 @@ class AthenaState:
         self.limits = Limits(config)
         self._reaper: gevent.Greenlet | None = None
         #: A POST passed the Origin check as same-origin / the proxy hint was
-        #: logged (see transport's ``_hint_proxy_setup``).
+        #: logged (see ``endpoint.hint_proxy_setup``).
         self.origin_accepted = False
         self.proxy_hint_logged = False
         #: Logs, metrics, worker reports (set by :func:`flask_athena.ops.init_app`).

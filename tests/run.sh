@@ -11,6 +11,9 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # athena.js: node --test, tsc
+# deploy/ runs behind Debian's nginx (tests/integration/test_nginx.py), certificates by openssl
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need[*]}"
   $sudo apt-get update -qq
@@ -21,7 +24,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "== installing Python packages into .venv"
-.venv/bin/pip install -q -e ".[test,redis,dev,bench,metrics]"
+.venv/bin/pip install -q -e ".[test,redis,dev,bench,metrics,docs]"
 
 echo "== ruff, mypy --strict"
 .venv/bin/ruff check .
@@ -30,6 +33,9 @@ echo "== ruff, mypy --strict"
 
 echo "== athena.js: tsc --checkJs, athena.d.ts drift, node --test"
 bash tests/js/check.sh
+
+echo "== Sphinx docs (-W: a warning fails)"
+.venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 echo "== pytest"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
