@@ -257,6 +257,7 @@ def test_lone_surrogate_todo_item_is_added_not_a_500(target: Target) -> None:
 # -- floods ---------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)
 def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> None:
     # What broke: the session limit does nothing without a cookie; ~600 page
     # loads + joins took a worker to 3 GB, and Redis kept 2 keys per page.
@@ -341,6 +342,7 @@ def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> Non
     assert rss_flood - rss_before < 64 * 1024 * workers
 
 
+@pytest.mark.timeout(300)
 def test_stream_hoarder_does_not_starve_other_users(mode: str, redis_instance: RedisServer) -> None:
     # What broke: fresh sessions x 32 streams held every connection of the
     # worker; other users' GET /chat and /healthz timed out.
