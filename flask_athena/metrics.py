@@ -163,6 +163,18 @@ class AthenaMetrics:
         self.broker_reconnects = Counter(
             "athena_broker_reconnects", "Redis subscriber reconnections", registry=r
         )
+        self.loops_down = Gauge(
+            "athena_broker_loops_down",
+            "Redis broker background loops not running (updated with each worker report)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.loop_restarts = Gauge(
+            "athena_broker_loop_restarts",
+            "Times the Redis broker's background loops died and were restarted",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.presence = Gauge(
             "athena_presence_members", "Presence keys per topic", ["topic"], registry=r,
             multiprocess_mode="mostrecent",
@@ -265,6 +277,11 @@ class AthenaMetrics:
 
     def broker_reconnected(self) -> None:
         self.broker_reconnects.inc()
+
+    def broker_loops(self, loops: list[dict[str, Any]]) -> None:
+        """Set the loop gauges from a snapshot's ``broker_loops``."""
+        self.loops_down.set(sum(1 for loop in loops if not loop["alive"]))
+        self.loop_restarts.set(sum(int(loop["restarts"]) for loop in loops))
 
     def presence_members(self, topic: str, members: int) -> None:
         self.presence.labels(self._topics(topic)).set(members)

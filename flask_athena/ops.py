@@ -156,6 +156,16 @@ class Ops:
                 for topic, count in listed
             ],
             "errors": list(self.errors),
+            # The Redis broker's background loops (alive, restarts, items dropped).
+            "broker_loops": [
+                {
+                    "name": h.name,
+                    "alive": h.alive,
+                    "restarts": h.restarts,
+                    "failed_items": h.failed_items,
+                }
+                for h in (state.cluster.health() if state.cluster is not None else [])
+            ],
         }
 
     def workers(self) -> list[dict[str, Any]]:
@@ -278,9 +288,15 @@ def _ops(sender: Any) -> Ops | None:
     return ops if isinstance(ops, Ops) else None
 
 
-def _log(level: int, message: str, event: str, **fields: Any) -> None:
+_NO_PAGE: Any = object()
+
+
+def _log(level: int, message: str, event: str, page: Any = _NO_PAGE, **fields: Any) -> None:
+    # The page's hash is computed only when the record is wanted.
     if event_logger.isEnabledFor(level):
-        extra = {"athena_event": event}
+        extra: dict[str, Any] = {"athena_event": event}
+        if page is not _NO_PAGE:
+            extra["athena_page"] = page_ref(page)
         extra.update({f"athena_{key}": value for key, value in fields.items()})
         event_logger.log(level, message, extra=extra)
 
@@ -289,7 +305,7 @@ def _on_page_opened(sender: Any, page: LivePage, **extra: Any) -> None:
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "page opened", "page-opened", page=page_ref(page))
+    _log(logging.DEBUG, "page opened", "page-opened", page=page)
     if ops.metrics is not None:
         ops.metrics.page_opened()
     if ops.reports is not None:
@@ -301,7 +317,7 @@ def _on_page_connected(sender: Any, page: LivePage, first: bool = False, **extra
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "page connected", "page-connected", page=page_ref(page), first=first)
+    _log(logging.DEBUG, "page connected", "page-connected", page=page, first=first)
     ops.changed()
 
 
@@ -309,7 +325,7 @@ def _on_page_disconnected(sender: Any, page: LivePage, **extra: Any) -> None:
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "page disconnected", "page-disconnected", page=page_ref(page))
+    _log(logging.DEBUG, "page disconnected", "page-disconnected", page=page)
     ops.changed()
 
 
@@ -317,7 +333,7 @@ def _on_page_closed(sender: Any, page: LivePage, reason: str = "", **extra: Any)
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "page closed", "page-closed", page=page_ref(page), reason=reason)
+    _log(logging.DEBUG, "page closed", "page-closed", page=page, reason=reason)
     if ops.metrics is not None:
         ops.metrics.page_closed(page, reason)
     ops.changed()
@@ -352,7 +368,7 @@ def _on_call_failed(
     # The method name comes from the browser: logs and the inspector show it
     # only when the element exposes it (a user value otherwise).
     shown = method if element is not None and _exposes(element, method) else "(unknown)"
-    _log(logging.INFO, "call failed", "call-failed", page=page_ref(page), method=shown, code=code)
+    _log(logging.INFO, "call failed", "call-failed", page=page, method=shown, code=code)
     ops.record_error("call", code, f"{type(element).__name__ if element else '?'}.{shown}")
     if ops.metrics is not None:
         ops.metrics.call_ended(page, element, method, code)
@@ -368,7 +384,7 @@ def _on_stream_opened(sender: Any, page: LivePage | None = None, **extra: Any) -
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "stream opened", "stream-opened", page=page_ref(page))
+    _log(logging.DEBUG, "stream opened", "stream-opened", page=page)
     if ops.metrics is not None:
         ops.metrics.stream_opened()
     if ops.reports is not None:
@@ -380,7 +396,7 @@ def _on_stream_closed(sender: Any, page: LivePage | None = None, **extra: Any) -
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.DEBUG, "stream closed", "stream-closed", page=page_ref(page))
+    _log(logging.DEBUG, "stream closed", "stream-closed", page=page)
     if ops.metrics is not None:
         ops.metrics.stream_closed()
     ops.changed()
@@ -400,7 +416,7 @@ def _on_stream_cut(
     ops = _ops(sender)
     if ops is None:
         return
-    _log(logging.INFO, "event stream cut", "stream-cut", page=page_ref(page), reason=reason)
+    _log(logging.INFO, "event stream cut", "stream-cut", page=page, reason=reason)
     ops.record_error("stream-cut", "stream-cut", reason)
     if ops.metrics is not None:
         ops.metrics.stream_cut(reason)
@@ -432,7 +448,8 @@ def _on_broker_error(
     if ops is None:
         return
     what = type(error).__name__ if error is not None else "?"
-    _log(logging.WARNING, "broker error", "broker-error", operation=operation, error=what)
+    # INFO: the broker's own warning already says it in words.
+    _log(logging.INFO, "broker error", "broker-error", operation=operation, error=what)
     ops.record_error("broker", operation, what)
     if ops.metrics is not None:
         ops.metrics.broker_error(operation)

@@ -113,6 +113,8 @@ class ReportWriter:
 
     def write_once(self) -> None:
         snapshot = self.ops.snapshot()
+        if self.ops.metrics is not None:
+            self.ops.metrics.broker_loops(snapshot["broker_loops"])
         key = self.prefix + str(snapshot["worker"])
         ttl = max(1, int(self.interval * 3 + 0.999))
         self.client().set(key, json.dumps(snapshot), ex=ttl)

@@ -53,5 +53,6 @@ post_forwarded = _signals.signal("post-forwarded")
 #: The Redis broker failed (a caller got ``BrokerUnavailable``, or a background
 #: loop retries). Keyword arguments: ``operation`` (a fixed name), ``error``.
 broker_error = _signals.signal("broker-error")
-#: The Redis broker's subscriber connected again after a failure. No keyword arguments.
+#: A connection of the Redis broker (its heartbeat or its subscriber) works
+#: again after failures. No keyword arguments.
 broker_reconnected = _signals.signal("broker-reconnected")

@@ -13,6 +13,7 @@ with a timeout.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,33 +51,54 @@ class LoopHealth:
 class Loop:
     """One background greenlet, restarted with backoff when its body dies.
 
-    ``body`` runs in the loop's greenlet and normally never returns; if it
-    returns, the loop ends. ``gevent.GreenletExit`` (from :meth:`stop`) ends
-    it at once; any other exception is logged with its traceback, counted,
-    and the body starts again after :func:`backoff`.
+    Subclass it and write :meth:`run` (or pass ``body``); ``run`` executes in
+    the loop's greenlet and normally never returns; if it returns, the loop
+    ends. ``gevent.GreenletExit`` (from :meth:`stop`) ends it at once; any
+    other exception is logged with its traceback, counted in
+    :attr:`restarts`, and ``run`` starts again after :func:`backoff`.
+
+    A loop belongs to the process that started it: after a fork it is not
+    :attr:`alive`, and :meth:`start` starts it afresh with zeroed counters.
     """
 
-    def __init__(self, name: str, body: Callable[[], None]) -> None:
-        self.name = name
+    #: The loop's name in logs and :class:`LoopHealth`.
+    name = "loop"
+
+    def __init__(self, name: str | None = None, body: Callable[[], None] | None = None) -> None:
+        if name is not None:
+            self.name = name
         self._body = body
         self._greenlet: gevent.Greenlet | None = None
+        self._pid: int | None = None
+        #: How many times :meth:`run` died and was started again.
         self.restarts = 0
-        #: Incremented by the body for each item it refused (see :meth:`item_failed`).
+        #: Items refused by :meth:`run` (see :meth:`item_failed`).
         self.failed_items = 0
+
+    def run(self) -> None:
+        """The loop's body (runs in its greenlet); the default calls ``body``."""
+        if self._body is None:
+            raise NotImplementedError
+        self._body()
 
     @property
     def alive(self) -> bool:
-        """Whether the loop's greenlet runs (started, not stopped, not ended)."""
-        return self._greenlet is not None and not self._greenlet.dead
+        """Whether the loop's greenlet runs in this process."""
+        return self._greenlet is not None and not self._greenlet.dead and self._pid == os.getpid()
 
     @property
     def health(self) -> LoopHealth:
+        """A snapshot of the loop's state (any greenlet, never blocks)."""
         return LoopHealth(self.name, self.alive, self.restarts, self.failed_items)
 
     def start(self) -> None:
         """Spawn the greenlet (no-op while it runs). Does not block."""
-        if not self.alive:
-            self._greenlet = gevent.spawn(self._supervise)
+        if self.alive:
+            return
+        if self._pid != os.getpid():
+            self.restarts = self.failed_items = 0
+            self._pid = os.getpid()
+        self._greenlet = gevent.spawn(self._supervise)
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Kill the greenlet and wait up to ``timeout`` seconds for it to end.
@@ -84,7 +106,7 @@ class Loop:
         Blocks the calling greenlet; returns whether the loop ended in time.
         """
         greenlet, self._greenlet = self._greenlet, None
-        if greenlet is None:
+        if greenlet is None or self._pid != os.getpid():
             return True
         greenlet.kill(block=True, timeout=timeout)
         return bool(greenlet.dead)
@@ -92,7 +114,7 @@ class Loop:
     def item_failed(self, what: str, exc: BaseException) -> None:
         """Log one refused item (once, with its traceback) and count it.
 
-        Called by the body from its ``except Exception`` boundary; the body
+        Called by :meth:`run` from its ``except Exception`` boundary; the body
         then fails the item's page or caller explicitly and goes on.
         """
         self.failed_items += 1
@@ -103,7 +125,7 @@ class Loop:
         while True:
             started = monotonic()
             try:
-                self._body()
+                self.run()
                 return
             except Exception:  # boundary: the loop serves the whole worker
                 self.restarts += 1

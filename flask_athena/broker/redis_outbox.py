@@ -1,8 +1,9 @@
-"""Redis key names, timings and the per-page stream handles of the Redis broker.
+"""The per-page stream handles of the Redis broker.
 
 :class:`RedisOutbox` is the owner's handle on a page's stream; :class:`RedisReader`
-is a stream served by another worker. Both leave the I/O to
-:class:`~flask_athena.broker.redis.RedisBroker`. ``docs/scale-out.rst`` has the design.
+is a stream served by another worker. Both leave the I/O to the broker's
+loops (the writer, the poller) through :class:`~flask_athena.broker.redis.RedisBroker`'s
+public methods. ``docs/scale-out.rst`` has the design.
 """
 
 from __future__ import annotations
@@ -16,48 +17,6 @@ from .memory import MemoryOutbox
 
 if TYPE_CHECKING:
     from .redis import RedisBroker
-
-BROADCAST_CHANNEL = "athena:bc"
-#: Seconds a worker's liveness key lives; refreshed every WORKER_BEAT seconds.
-WORKER_TTL = 5
-WORKER_BEAT = 1.0
-#: Seconds a page's keys live without a refresh by their owner.
-PAGE_TTL = 15
-PAGE_REFRESH = 5.0
-#: Seconds a forwarded request may wait in an inbox nobody reads.
-INBOX_TTL = 60
-#: Messages queued for the writer before publishing fails (a stalled Redis).
-MAX_QUEUED = 100_000
-#: Forwarded requests one worker runs at once (more wait in its inbox).
-MAX_FORWARDED = 500
-#: Redis connections one worker opens at most; more requests wait for one.
-MAX_REDIS_CONNECTIONS = 64
-#: Seconds a request waits for a free Redis connection (then BrokerUnavailable).
-POOL_WAIT = 5.0
-
-
-def page_key(page_id: str) -> str:
-    return f"athena:page:{page_id}"
-
-
-def out_key(page_id: str) -> str:
-    return f"athena:out:{page_id}"
-
-
-def worker_key(wid: str) -> str:
-    return f"athena:worker:{wid}"
-
-
-def inbox_key(wid: str) -> str:
-    return f"athena:inbox:{wid}"
-
-
-def wake_channel(wid: str) -> str:
-    return f"athena:w:{wid}"
-
-
-def entry_seq(entry_id: str) -> int:
-    return int(entry_id.partition("-")[0])
 
 
 class RedisOutbox:
@@ -98,12 +57,12 @@ class RedisOutbox:
         # raises UnicodeEncodeError here, to the caller, never in the writer
         # greenlet that serves the whole worker).
         if not self.closed:  # nobody reads a closed page; keep no key for it
-            self._broker._check_room()
+            self._broker.check_room()
         data.encode()
         seq = self._frames.publish(data)
         if not self.closed:
             # Nothing between the check and here yields: the room is still there.
-            self._broker._enqueue(("xadd", self, seq, data))
+            self._broker.enqueue(("xadd", self, seq, data))
         if self.on_backlog is not None and len(self._frames) > self.size // 2:
             self.on_backlog()
         return seq
@@ -111,7 +70,7 @@ class RedisOutbox:
     def ack(self, seq: int) -> None:
         self._frames.ack(seq)
         if not self.closed and seq > 0:
-            self._broker._enqueue(("ack", self, min(seq, self.last_seq), ""))
+            self._broker.enqueue(("ack", self, min(seq, self.last_seq), ""))
 
     def read(self, after: int) -> list[bytes] | None:
         return self._frames.read(after)
@@ -124,14 +83,14 @@ class RedisOutbox:
         # tell a remote one (it compares the page's ``gen`` with its own).
         self._frames.wake()
         # The wake goes to the reader of *now* (the one being replaced).
-        self._broker._enqueue(("gen", self, 0, self.reader or ""))
+        self._broker.enqueue(("gen", self, 0, self.reader or ""))
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self._frames.close()
-        self._broker._enqueue(("close", self, 0, ""))
+        self._broker.enqueue(("close", self, 0, ""))
 
 
 class RedisReader:
@@ -142,7 +101,7 @@ class RedisReader:
         self._broker = broker
         self.page_id = page_id
         self._event = Event()
-        broker._readers.setdefault(page_id, set()).add(self._event)
+        broker.wakeups.add(page_id, self._event)
 
     def wait(self, timeout: float) -> bool:
         # Auto-reset before the caller reads: a wake that arrives while it
@@ -157,8 +116,4 @@ class RedisReader:
         return self._broker.poll_stream(self.page_id, after)
 
     def close(self) -> None:
-        events = self._broker._readers.get(self.page_id)
-        if events is not None:
-            events.discard(self._event)
-            if not events:
-                del self._broker._readers[self.page_id]
+        self._broker.wakeups.discard(self.page_id, self._event)

@@ -72,6 +72,16 @@ class RedisServer:
     def keys(self, pattern: str = "athena:*") -> list[str]:
         return sorted(self.client().scan_iter(match=pattern))
 
+    def page_keys(self, pages: list[Page]) -> list[str]:
+        """The keys ``pages`` still have in Redis (other tests' pages may live on)."""
+        client = self.client()
+        return [
+            key
+            for page in pages
+            for key in (f"athena:page:{page.id}", f"athena:out:{page.id}")
+            if client.exists(key)
+        ]
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()

@@ -109,12 +109,24 @@ def test_one_scrape_sees_both_workers_pages(server: LiveServer, pages: list[Page
     assert not any(page.id in text for page in pages)
 
 
-def test_calls_count_on_every_worker(server: LiveServer, pages: list[Page]) -> None:
-    before = scrape(server).get("athena_calls_total{code=ok,direction=browser,method=whoami}", 0)
+CALLS_OK = "athena_calls_total{code=ok,direction=browser,method=whoami}"
+FORWARDED_OK = "athena_forwarded_posts_total{kind=calls,status=200}"
+
+
+def test_calls_and_forwarded_posts_count_on_every_worker(
+    server: LiveServer, pages: list[Page]
+) -> None:
+    before = scrape(server)
     for page in pages[:4]:
-        assert page.call("whoami")[1] == page.owner  # forwarded when it lands elsewhere
-    after = scrape(server)["athena_calls_total{code=ok,direction=browser,method=whoami}"]
-    assert after - before == 4
+        # Sent to the worker that does not own the page: forwarded to the owner.
+        took, ran_in = page.call("whoami", avoid=page.owner)
+        assert took != page.owner and ran_in == page.owner
+    after = scrape(server)
+    assert after[CALLS_OK] - before.get(CALLS_OK, 0) == 4
+    assert after[FORWARDED_OK] - before.get(FORWARDED_OK, 0) == 4
+    assert after["athena_call_duration_seconds_count{direction=browser}"] >= 4
+    # Every loop of both workers runs (gauges set with each worker report).
+    assert after["athena_broker_loops_down"] == 0
 
 
 def test_the_cli_lists_pages_on_every_worker(
@@ -179,6 +191,31 @@ def test_the_inspector_shows_both_workers_pages(server: LiveServer, pages: list[
     )
     assert page.status_code == 200
     assert "AthenaInspector.Inspector" in page.text
+
+
+def test_broker_errors_and_reconnects_are_counted(
+    server: LiveServer, redis_server: RedisServer
+) -> None:
+    # Last in the module but one: a Redis restart loses every page.
+    heartbeat = "athena_broker_errors_total{operation=heartbeat}"
+    reconnects = "athena_broker_reconnects_total"
+    before = scrape(server)
+    redis_server.stop()
+    try:
+        # Each worker's heartbeat (every second) fails while Redis is down.
+        wait_until(
+            lambda: scrape(server).get(heartbeat, 0) >= before.get(heartbeat, 0) + 2,
+            timeout=30,
+            interval=0.5,
+        )
+    finally:
+        redis_server.start()  # same port: the workers reconnect by themselves
+    # Both workers' heartbeats and subscribers came back.
+    wait_until(
+        lambda: scrape(server).get(reconnects, 0) >= before.get(reconnects, 0) + 4,
+        timeout=60,
+        interval=0.5,
+    )
 
 
 def test_the_multiprocess_files_exist(env: dict[str, str], pages: list[Page]) -> None:

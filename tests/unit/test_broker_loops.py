@@ -6,9 +6,12 @@ import logging
 
 import gevent
 import pytest
+from gevent.event import Event
 
 from flask_athena.broker.loops import BACKOFF_CAP, Loop, backoff
 from flask_athena.broker.redis import RedisBroker
+from flask_athena.broker.redis_poller import poll_answer
+from flask_athena.broker.redis_subscriber import Replies, WakeUps
 
 
 def test_a_loop_whose_body_dies_is_restarted_and_counted() -> None:
@@ -68,4 +71,35 @@ def test_regression_an_unencodable_message_took_a_seq_and_reached_the_writer() -
         outbox.publish('"\ud800"')
     assert outbox.last_seq == 0
     assert outbox.read(0) == []
-    assert broker.health() == []  # no loop was started
+    assert not any(loop.alive for loop in broker.health())  # nothing was started
+
+
+def test_poll_answer_tells_gone_trimmed_and_fresh_frames_apart() -> None:
+    assert poll_answer(None, [], 0) == (None, None)  # no page
+    assert poll_answer("2", [("5-0", {"d": "x"})], 3) == (2, None)  # 4 was trimmed
+    assert poll_answer("0", [("4-0", {"d": '"x"'})], 3) == (0, [b'id: 4\ndata: "x"\n\n'])
+    assert poll_answer("1", [], 3) == (1, [])
+
+
+def test_wakeups_wake_the_events_of_one_page_until_discarded() -> None:
+    wakeups, mine, other = WakeUps(), Event(), Event()
+    wakeups.add("p", mine)
+    wakeups.add("q", other)
+    wakeups.wake("p")
+    assert mine.is_set() and not other.is_set()
+    mine.clear()
+    wakeups.discard("p", mine)
+    wakeups.wake("p")
+    assert not mine.is_set()
+    wakeups.wake_all()
+    assert other.is_set()
+
+
+def test_replies_resolve_once_and_ignore_unknown_ids() -> None:
+    replies = Replies()
+    result = replies.expect("r1")
+    replies.resolve("r1", {"status": 200})
+    replies.resolve("r1", {"status": 500})  # a duplicate: ignored
+    replies.resolve("nobody", {"status": 200})
+    assert result.get(block=False) == {"status": 200}
+    replies.forget("r1")

@@ -10,7 +10,8 @@ import { Widget } from "athena";
  * @typedef {{worker: string, host: string, pid: number, broker: string, page_count: number,
  *            pages: PageInfo[], streams: number, topic_count: number,
  *            topics: {topic: string, members: number, presence: number|null}[],
- *            errors: {time: number, kind: string, code: string, detail: string}[]}} WorkerInfo
+ *            errors: {time: number, kind: string, code: string, detail: string}[],
+ *            broker_loops: {name: string, alive: boolean, restarts: number, failed_items: number}[]}} WorkerInfo
  */
 
 /** Create an element with text. */
@@ -92,6 +93,12 @@ export class Inspector extends Widget {
     section.appendChild(el("div",
       `${w.broker} broker · ${w.page_count} pages · ${w.streams} streams · ${w.topic_count} topics`,
       "meta"));
+    if (w.broker_loops && w.broker_loops.length) {
+      section.appendChild(el("div", "broker loops: " + w.broker_loops.map((l) =>
+        `${l.name} ${l.alive ? "alive" : "DOWN"}` +
+        (l.restarts ? ` (${l.restarts} restarts)` : "") +
+        (l.failed_items ? ` (${l.failed_items} dropped)` : "")).join(" · "), "meta"));
+    }
     section.appendChild(el("h3", "Pages"));
     if (w.pages.length) {
       section.appendChild(table(

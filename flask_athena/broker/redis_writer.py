@@ -1,0 +1,172 @@
+"""The writer: the one greenlet that writes the streams of the pages a worker owns.
+
+Only the owner writes a page's stream (``athena:out:<page>``). Every write
+(a message, an ack's trim, a generation bump, a close) is queued here by the
+page's :class:`~flask_athena.broker.redis_outbox.RedisOutbox` without
+blocking, and sent in order, in pipelined batches, by :class:`StreamWriter`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import gevent
+from gevent.event import Event
+
+from ..errors import BrokerUnavailable
+from .loops import Loop, backoff
+from .redis_common import (
+    IDLE_WAIT,
+    MAX_QUEUED,
+    PAGE_TTL,
+    Connection,
+    out_key,
+    page_key,
+    wake_channel,
+)
+
+if TYPE_CHECKING:
+    from .redis_outbox import RedisOutbox
+
+logger = logging.getLogger("flask_athena")
+
+#: One queued stream write: ``(op, outbox, seq, data)`` with ``op`` one of
+#: ``"xadd"`` (message ``data`` numbered ``seq``), ``"ack"`` (trim up to
+#: ``seq``), ``"gen"`` (a newer stream: bump the generation and wake the
+#: reader ``data``) and ``"close"`` (delete the page's keys).
+Write = tuple[str, "RedisOutbox", int, str]
+#: Writes sent in one pipeline at most.
+BATCH = 1000
+
+
+class StreamWriter(Loop):
+    """Sends queued stream writes in order, pipelined; retries through outages.
+
+    A batch that fails for another reason than the connection holds a bad
+    write: the batch is sent again one write at a time, and the write that
+    fails alone is logged once, dropped, and its page failed through
+    ``fail_page`` (the page closes and its browser gets ``gone``: an explicit
+    failure, never a gap in the page's stream).
+    """
+
+    name = "writer"
+
+    def __init__(self, outboxes: dict[str, RedisOutbox], fail_page: Callable[[str], None]) -> None:
+        super().__init__()
+        self._outboxes = outboxes
+        self._fail_page = fail_page
+        self._queue: deque[Write] = deque()
+        self._queued = Event()
+        self._conn: Connection | None = None
+
+    def attach(self, conn: Connection) -> None:
+        """Use ``conn`` from now on; forget writes queued by another process."""
+        self._conn = conn
+        self._queue.clear()
+
+    def clear(self) -> None:
+        """Forget every queued write (after :meth:`drain`, at shutdown)."""
+        self._queue.clear()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def check_room(self) -> None:
+        """Raise :class:`BrokerUnavailable` when Redis is not keeping up with new messages.
+
+        Only new messages are refused (the outbox calls this before it takes
+        a seq): closes, trims and generation bumps always queue, so closing a
+        page never fails.
+        """
+        if len(self._queue) >= MAX_QUEUED:
+            raise BrokerUnavailable("Redis is not keeping up; message not sent.")
+
+    def enqueue(self, item: Write) -> None:
+        """Queue one write (never blocks; any greenlet)."""
+        self._queue.append(item)
+        self._queued.set()
+
+    def run(self) -> None:
+        while True:
+            if not self._queue:
+                self._queued.clear()
+                self._queued.wait(IDLE_WAIT)
+                continue
+            batch = self._take_batch()
+            try:
+                self.write(batch)
+            except Exception:  # not the connection: one write is bad
+                for item in batch:
+                    try:
+                        self.write([item])
+                    except Exception as exc:  # boundary: the writer serves everyone
+                        self.item_failed(f"a write ({item[0]}) of a page", exc)
+                        self._fail_page(item[1].page_id)
+
+    def drain(self) -> None:
+        """Send everything queued (at shutdown; the caller bounds the time)."""
+        while self._queue:
+            self.write(self._take_batch())
+
+    def write(self, batch: list[Write]) -> None:
+        """Send ``batch``, retrying through connection failures with backoff.
+
+        Blocks the calling greenlet until sent; raises what is not the
+        connection's fault. Replaying a batch is safe: an XADD of an id
+        already stored fails alone (``raise_on_error=False``) and trims and
+        deletes are idempotent.
+        """
+        assert self._conn is not None
+        tries = 0
+        while True:
+            try:
+                self._flush(batch)
+                return
+            except Exception as exc:
+                if not self._conn.transient(exc):
+                    raise
+                tries += 1
+                logger.warning("flask_athena: Redis write failed (%s); retrying", exc)
+                self._conn.failed("write", exc)
+                gevent.sleep(backoff(tries))
+
+    def _take_batch(self) -> list[Write]:
+        return [self._queue.popleft() for _ in range(min(len(self._queue), BATCH))]
+
+    def _flush(self, batch: list[Write]) -> None:
+        assert self._conn is not None
+        pipe = self._conn.client.pipeline(transaction=False)
+        woken: dict[str, RedisOutbox] = {}
+        for op, outbox, seq, data in batch:
+            pid = outbox.page_id
+            if op == "xadd":
+                pipe.xadd(
+                    out_key(pid),
+                    {"d": data},
+                    id=f"{seq}-0",
+                    maxlen=outbox.size,
+                    approximate=False,
+                    nomkstream=True,  # never recreate a deleted (closed) page
+                )
+                woken[pid] = outbox
+            elif op == "ack":
+                pipe.xtrim(out_key(pid), minid=f"{seq + 1}-0", approximate=False)
+            elif op == "gen":
+                pipe.hincrby(page_key(pid), "gen", 1)
+                pipe.expire(page_key(pid), PAGE_TTL)  # never a key without a TTL
+                if data:
+                    pipe.publish(wake_channel(data), json.dumps({"k": "wake", "p": pid}))
+                woken[pid] = outbox
+            else:  # close
+                pipe.delete(page_key(pid), out_key(pid))
+                woken[pid] = outbox
+                if self._outboxes.get(pid) is outbox:
+                    del self._outboxes[pid]
+        for pid, outbox in woken.items():
+            if outbox.reader is not None:
+                pipe.publish(wake_channel(outbox.reader), json.dumps({"k": "wake", "p": pid}))
+        pipe.execute(raise_on_error=False)
