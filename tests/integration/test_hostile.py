@@ -346,7 +346,7 @@ def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> Non
         assert closed.status_code == 204
     if target.redis is not None:
         redis = target.redis
-        wait_until(lambda: not redis.keys("athena:page:*") + redis.keys("athena:out:*"), timeout=20)
+        wait_until(lambda: not redis.keys("athena:page:*") + redis.keys("athena:out:*"), timeout=60)
     rss_after = target.rss_kib()
     print(f"RSS KiB ({workers} workers): before {rss_before}, flood {rss_flood}, after {rss_after}")
     # 40 pages per worker, each a few KiB plus an outbox bounded in bytes:
