@@ -36,7 +36,7 @@ _META = re.compile(r'<meta name="athena-config" content="([^"]*)">')
 
 #: Small limits, so that a test reaches them in a few hundred requests.
 LIMITS = {
-    "ATHENA_MAX_PAGES_PER_CLIENT": "40",
+    "ATHENA_MAX_PAGES_PER_CLIENT": "20",
     "ATHENA_MAX_STREAMS_PER_CLIENT": "20",
     "ATHENA_BODY_TIMEOUT": "1",
     "ATHENA_HEARTBEAT": "1",
@@ -238,6 +238,17 @@ def test_lone_surrogate_in_a_chat_name_and_message_leaves_the_room_working(
     # The name is in eve's session: her next page still renders.
     again = requests.get(target.url + "/chat", cookies=eve.cookies, timeout=10)
     assert again.status_code == 200
+    match = _META.search(again.text)
+    assert match is not None
+    config = json.loads(html.unescape(match.group(1)))
+    closed = requests.post(
+        target.url + config["close"],
+        data=json.dumps({"token": config["token"]}),
+        cookies=again.cookies or eve.cookies,
+        headers={"Content-Type": "application/json", "Origin": target.url},
+        timeout=10,
+    )
+    assert closed.status_code == 204
     for n in range(3):
         assert_room_works([alice_stream, bob_stream], (alice, f"a{n}"), (bob, f"b{n}"))
     for page in (alice, bob, eve):
@@ -263,7 +274,7 @@ def test_lone_surrogate_todo_item_is_added_not_a_500(target: Target) -> None:
 def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> None:
     # What broke: the session limit does nothing without a cookie; ~600 page
     # loads + joins took a worker to 3 GB, and Redis kept 2 keys per page.
-    flood = 300
+    flood = 200
     limit = int(LIMITS["ATHENA_MAX_PAGES_PER_CLIENT"])
     workers = len(target.worker_pids())
     rss_before = target.rss_kib()
@@ -287,9 +298,10 @@ def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> Non
         return response.status_code == 200
 
     for n in range(flood):
-        if n == 3 * limit * workers:
-            # The flood pushes out its own oldest pages (on a worker that
-            # holds `limit` of them, the next one evicts the oldest).
+        if n == 3 * limit and target.redis is None:
+            # The flood pushes out its own oldest pages (at `limit`, the
+            # next one evicts the oldest). With two workers the kernel may
+            # hand one of them most connections: there the Redis keys count.
             assert not any(alive(*page) for page in made[:limit])
         assert time.monotonic() < deadline, "the flood took too long"
         attacker.cookies.clear()
@@ -327,7 +339,7 @@ def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> Non
     if target.redis is not None:
         # Two keys per page (page + outbox), at most `limit` pages per worker.
         keys = target.redis.keys("athena:page:*") + target.redis.keys("athena:out:*")
-        assert len(keys) <= 2 * limit * workers, len(keys)
+        assert len(keys) <= 2 * limit * workers, (len(keys), flood)
     # Another user meanwhile: unaffected.
     alice, alice_stream = chatter(target.url, "alice")
     assert_room_works([alice_stream], (alice, "still fine"))
@@ -346,10 +358,16 @@ def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> Non
         assert closed.status_code == 204
     if target.redis is not None:
         redis = target.redis
-        wait_until(lambda: not redis.keys("athena:page:*") + redis.keys("athena:out:*"), timeout=60)
+        ids = {config["page"] for config, _ in made}
+
+        def flood_keys() -> list[str]:
+            keys = redis.keys("athena:page:*") + redis.keys("athena:out:*")
+            return [key for key in keys if key.rsplit(":", 1)[1] in ids]
+
+        wait_until(lambda: not flood_keys(), timeout=60)
     rss_after = target.rss_kib()
     print(f"RSS KiB ({workers} workers): before {rss_before}, flood {rss_flood}, after {rss_after}")
-    # 40 pages per worker, each a few KiB plus an outbox bounded in bytes:
+    # 20 pages per worker, each a few KiB plus an outbox bounded in bytes:
     # a few MB; the old code grew by hundreds of MB here.
     assert rss_flood - rss_before < 64 * 1024 * workers
 
