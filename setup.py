@@ -43,6 +43,7 @@ setup(
             "requests>=2.31",
             "hypothesis>=6.100",
             "playwright>=1.44",
+            "selenium>=4.20",  # WebKit in the browser suite (WebKitGTK's WebDriver)
         ],
         "dev": ["mypy>=1.10", "ruff>=0.5"],
         "bench": [

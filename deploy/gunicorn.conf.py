@@ -41,3 +41,17 @@ def on_starting(server):
             needed,
             worker_connections,
         )
+
+
+def child_exit(server, worker):
+    """ATHENA_METRICS with several workers (README "Running it in production"):
+    drop a dead worker's live gauges from prometheus_client's multiprocess sums.
+
+    Only when ``PROMETHEUS_MULTIPROC_DIR`` is set (an empty directory at each start).
+    """
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -10,7 +10,7 @@ from .errors import ConnectionLost as ConnectionLost
 from .errors import RemoteError as RemoteError
 from .extension import Athena as Athena
 from .page import LivePage as LivePage
-from .page import RemoteCall as RemoteCall
 from .registry import expose as expose
+from .remote import RemoteCall as RemoteCall
 
 __version__ = "0.1.0.dev0"

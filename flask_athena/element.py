@@ -10,7 +10,8 @@ from markupsafe import Markup
 from . import registry
 
 if TYPE_CHECKING:
-    from .page import LivePage, RemoteCall
+    from .page import LivePage
+    from .remote import RemoteCall
 
 
 class LiveElement:
@@ -51,7 +52,7 @@ class LiveElement:
             raise ValueError(
                 f"{cls.__name__}.js_class must be 'Module.Class', got {cls.js_class!r}"
             )
-        clash = registry.exposed_names(cls) & _RESERVED
+        clash = registry.exposed_names(cls) & RESERVED_NAMES
         if clash:
             raise TypeError(
                 f"{cls.__name__} exposes {sorted(clash)}, which LiveElement uses itself; "
@@ -89,7 +90,7 @@ class LiveElement:
             self.children.append(child)
         child.parent = self
         if self.page is not None:
-            self.page._adopt(child)
+            self.page.adopt(child)
         return child
 
     # -- rendering ----------------------------------------------------------
@@ -115,7 +116,7 @@ class LiveElement:
                 f"{type(self).__name__} is not on a page: "
                 "call page.add(element) before rendering it"
             )
-        return page._markup(self)
+        return page.markup(self)
 
     def __str__(self) -> str:
         return str(self.__html__()) if self.page is not None else object.__repr__(self)
@@ -135,7 +136,7 @@ class LiveElement:
         page = self.page
         if page is None or self.id is None:
             raise RuntimeError(f"{type(self).__name__} is not on a page; add it first")
-        return page._send_call(self.id, method, args, self)
+        return page.send_call(self.id, method, args, self)
 
     callRemote = call_remote
 
@@ -172,7 +173,7 @@ class LiveElement:
         """
         page = self.page
         if page is not None:
-            page._detach(self, notify_browser=True)
+            page.detach_element(self, notify_browser=True)
 
     def connected(self) -> None:
         """Hook: the page's event stream attached for the first time."""
@@ -186,9 +187,20 @@ class LiveElement:
     def detached(self) -> None:
         """Hook: the element was detached (from either side) or its page closed."""
 
+    def presence_changed(self, topic: str, joins: Any, leaves: Any) -> None:
+        """Hook: presence in ``topic``, a topic this element joined, changed.
+
+        ``joins`` and ``leaves`` map each key to the metas that came or went
+        (see :mod:`flask_athena.presence`; shared by every member: do not
+        modify them). Runs on every worker, for every change, in the order
+        the changes happened.
+        """
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id} js_class={self.js_class!r}>"
 
 
 #: Names of LiveElement's own API; never reachable from the browser.
-_RESERVED: frozenset[str] = frozenset(name for klass in LiveElement.__mro__ for name in vars(klass))
+RESERVED_NAMES: frozenset[str] = frozenset(
+    name for klass in LiveElement.__mro__ for name in vars(klass)
+)

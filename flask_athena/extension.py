@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from functools import partial
 from typing import Any
 
@@ -14,7 +13,9 @@ from . import ops
 from .config import DEFAULTS, AthenaConfig
 from .forwarding import run_forwarded
 from .lane import ResultsLane
+from .modules import JSModules
 from .page import LivePage
+from .presence import Presence
 from .protocol import dumps
 from .sessions import CachingSessionInterface
 from .state import SESSION_KEY, AthenaState
@@ -32,11 +33,12 @@ class Athena:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
-        #: module name -> URL it is served from (registered modules).
-        self.modules: dict[str, str] = {}
-        #: module name -> file path, for modules served by the blueprint.
-        self.module_paths: dict[str, str] = {}
+        #: The JS modules registered with :meth:`register_module` (shared
+        #: with the state of every app this object serves).
+        self.js_modules = JSModules()
         self._app: Flask | None = None
+        #: Who is in which topic, on every worker: ``track``, ``untrack``, ``list``.
+        self.presence = Presence(self)
         if app is not None:
             self.init_app(app)
             self._app = app
@@ -135,14 +137,17 @@ class Athena:
         A value naming an existing file is a path; anything else is a URL.
         Registered modules are in every page's import map.
         """
-        if not name or "/" in name or name == "athena":
-            raise ValueError(f"bad module name {name!r}")
-        if os.path.isfile(url_or_path):
-            self.module_paths[name] = os.path.abspath(url_or_path)
-            self.modules.pop(name, None)
-        else:
-            self.modules[name] = url_or_path
-            self.module_paths.pop(name, None)
+        self.js_modules.register(name, url_or_path)
+
+    @property
+    def modules(self) -> dict[str, str]:
+        """module name -> URL it is served from (registered modules)."""
+        return self.js_modules.urls
+
+    @property
+    def module_paths(self) -> dict[str, str]:
+        """module name -> file path, for modules served by the blueprint."""
+        return self.js_modules.paths
 
     def shutdown(self, app: Flask | None = None) -> None:
         """Close every page of ``app`` (reason ``"shutdown"``) and stop its reaper."""

@@ -57,7 +57,8 @@ if TYPE_CHECKING:
     from werkzeug.wsgi import WSGIApplication  # type: ignore[attr-defined]
 
     from .element import LiveElement
-    from .page import LivePage, RemoteCall
+    from .page import LivePage
+    from .remote import RemoteCall
 
 #: Distinct method label values kept per direction; later ones are ``(other)``.
 MAX_METHODS = 200

@@ -13,15 +13,18 @@ from flask import Flask, has_request_context, request
 from . import signals
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker  # imports redis only when used
+from .broker.redis_presence import RedisPresence
 from .config import AthenaConfig
 from .errors import TooManyPages
 from .limits import Limits
 from .page import LivePage
+from .presence import LocalPresence
 
 if TYPE_CHECKING:
     from .broker import Broker
     from .extension import Athena
     from .ops import Ops
+    from .presence import PresenceBackend
     from .stream import StreamBody
 
 logger = logging.getLogger("flask_athena")
@@ -36,7 +39,10 @@ class AthenaState:
     def __init__(self, app: Flask, config: AthenaConfig, athena: Athena) -> None:
         self.app = app
         self.config = config
+        #: The extension object (for code that serves the app: the inspector).
         self.athena = athena
+        #: The JS modules registered on :attr:`athena` (one table for its apps).
+        self.modules = athena.js_modules
         #: The Redis broker when ``ATHENA_BROKER_URL`` is set (scale-out), else None.
         self.cluster: RedisBroker | None = None
         self.broker: Broker
@@ -61,6 +67,12 @@ class AthenaState:
         #: Pages and streams per client address and per worker (DESIGN §11).
         self.limits = Limits(config)
         self._reaper: gevent.Greenlet | None = None
+        #: Who is in which topic (``athena.presence``): in this process, or in Redis.
+        self.presence: PresenceBackend
+        if self.cluster is not None:
+            self.presence = RedisPresence(self, self.cluster)
+        else:
+            self.presence = LocalPresence(self)
         #: A POST passed the Origin check as same-origin / the proxy hint was
         #: logged (see ``endpoint.hint_proxy_setup``).
         self.origin_accepted = False
@@ -96,6 +108,7 @@ class AthenaState:
         self.session_pages.setdefault(session_key, {})[page.id] = page
         self.limits.page_opened(page, client)
         self.ensure_reaper()
+        self.presence.start()
         signals.page_opened.send(self.app, page=page)
         return page
 
@@ -132,10 +145,10 @@ class AthenaState:
 
     def module_url(self, module: str) -> str:
         """The URL of JS module ``module`` (registered, or the app's ``static/athena/``)."""
-        url = self.athena.modules.get(module)
+        url = self.modules.urls.get(module)
         if url is not None:
             return url
-        if module in self.athena.module_paths:
+        if module in self.modules.paths:
             return f"{self.base_url()}/modules/{module}.js"
         root = request.script_root if has_request_context() else ""
         return f"{root}{self.app.static_url_path}/athena/{module}.js"
@@ -169,6 +182,7 @@ class AthenaState:
 
     def shutdown(self) -> None:
         """Close every page (reason ``"shutdown"``) and stop the reaper."""
+        self.presence.close()  # first: the closing pages need not tell each other
         for page in list(self.pages.values()):
             page.close("shutdown")
         if self._reaper is not None:

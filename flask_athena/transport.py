@@ -14,7 +14,6 @@ from collections.abc import Generator
 from flask import Blueprint, Response, current_app, request, send_file, session
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from .broker.redis_outbox import RedisOutbox
 from .endpoint import (
     answer_calls,
     calls_response,
@@ -152,10 +151,9 @@ def events(page_id: str) -> Response:
     # Attach here, in the request context, so connected() hooks can use
     # session, g and url_for like any view.
     generation = page.attach_stream()
-    if isinstance(page.outbox, RedisOutbox):
-        page.outbox.reader = None  # this worker serves the stream now
-    page.stream = EventStream(state, page, generation, last, frames)
-    return event_stream_response(page.stream)
+    stream = EventStream(state, page, generation, last, frames)
+    page.serve_stream(stream)  # this worker serves it (not another, with Redis)
+    return event_stream_response(stream)
 
 
 class EventStream(StreamBody):
@@ -223,9 +221,7 @@ class EventStream(StreamBody):
         return self._page
 
     def _release(self) -> None:
-        if self._page.stream is self:
-            self._page.stream = None
-        self._page.detach_stream(self._generation)
+        self._page.stream_ended(self, self._generation)
 
 
 # -- internal endpoints of the Redis broker ------------------------------------
@@ -233,25 +229,25 @@ class EventStream(StreamBody):
 # forwarding.py); anybody else gets the same 404 as for an unknown page.
 
 
-def _forwarded_page(state: AthenaState, page_id: str) -> tuple[LivePage, RedisOutbox]:
+def _forwarded_page(state: AthenaState, page_id: str) -> LivePage:
     page = find_page(state, page_id)
-    if not is_forwarded() or not isinstance(page.outbox, RedisOutbox):
+    if not is_forwarded():
         raise PageNotFound()
-    return page, page.outbox
+    return page
 
 
 @blueprint.post("/<page_id>/_attach")
 def attach_remote(page_id: str) -> Response:
     """A worker that does not own the page serves its stream: attach it here."""
     state = _state()
-    page, outbox = _forwarded_page(state, page_id)
+    page = _forwarded_page(state, page_id)
     check_session(page, session)
     body = loads(read_json_body(state, request))
     reader = body.get("reader") if isinstance(body, dict) else None
     if not isinstance(reader, str):
         raise BadRequest()
     generation = page.attach_stream()
-    outbox.reader = reader
+    page.outbox.served_by(reader)
     return Response(dumps({"gen": generation}), mimetype="application/json")
 
 
@@ -264,9 +260,9 @@ def detach_remote(page_id: str) -> Response:
     page = state.pages.get(page_id)
     body = loads(read_json_body(state, request))
     generation = body.get("gen") if isinstance(body, dict) else None
-    if page is not None and isinstance(generation, int) and isinstance(page.outbox, RedisOutbox):
+    if page is not None and isinstance(generation, int):
         if generation == page.stream_generation:
-            page.outbox.reader = None
+            page.outbox.served_by(None)
         page.detach_stream(generation)
     return Response(status=204)
 
@@ -291,7 +287,7 @@ for _endpoint, _allowed in (("calls", "POST"), ("close", "POST"), ("events", "GE
 
 @blueprint.get("/modules/<name>.js")
 def module_file(name: str) -> Response:
-    path = _state().athena.module_paths.get(name)
+    path = _state().modules.paths.get(name)
     if path is None:
         raise PageNotFound("No such module.")
     return send_file(path, mimetype="text/javascript")

@@ -37,6 +37,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -272,7 +273,7 @@ class _ClientSide(asyncio.Protocol):
         if self.pipe.refused:
             if not self.pipe.closed:
                 line = data.split(b"\r\n", 1)[0]
-                self.pipe.proxy._refused.append(line.decode("latin-1"))
+                self.pipe.proxy._refused.append((time.monotonic(), line.decode("latin-1")))
                 self.pipe.close("reset")
             return
         if not self.pipe.closed:
@@ -349,7 +350,7 @@ class FaultProxy:
         self._truncates: list[list[Any]] = []
         self._stalled = False
         self._refusing = False
-        self._refused: list[str] = []  # request lines refused during outages
+        self._refused: list[tuple[float, str]] = []  # (time.monotonic(), request line)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
@@ -551,8 +552,9 @@ class FaultProxy:
 
         self._on_loop(end)
 
-    def refused_requests(self) -> list[str]:
-        """The request lines (``GET /x HTTP/1.1``) refused during outages, in order."""
+    def refused_requests(self) -> list[tuple[float, str]]:
+        """The requests refused during outages, in order: ``(time.monotonic(),
+        request line)``, the line as ``GET /x HTTP/1.1``."""
         return self._on_loop(lambda: list(self._refused))
 
     def open_connections(self) -> int:

@@ -10,6 +10,11 @@ sudo=""
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The browser suite's other engines: Firefox over WebDriver BiDi (a Node
+# driver), WebKitGTK's MiniBrowser under Xvfb (tests/browser/engines.py).
+command -v firefox-esr >/dev/null 2>&1 || need+=(firefox-esr)
+command -v WebKitWebDriver >/dev/null 2>&1 || need+=(webkit2gtk-driver)
+command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # athena.js: node --test, tsc
 # deploy/ runs behind Debian's nginx (tests/integration/test_nginx.py), certificates by openssl
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
@@ -18,6 +23,16 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# puppeteer-core, pinned in tests/browser/bidi/package-lock.json; it never
+# downloads a browser (Firefox is Debian's).
+bidi=tests/browser/bidi
+pinned=$(node -p "require('./$bidi/package.json').dependencies['puppeteer-core']")
+installed=$(node -p "try { require('./$bidi/node_modules/puppeteer-core/package.json').version } catch { '' }")
+if [ "$pinned" != "$installed" ]; then
+  echo "== installing puppeteer-core $pinned into $bidi/node_modules"
+  (cd "$bidi" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if [ ! -x .venv/bin/python ]; then

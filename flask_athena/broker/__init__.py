@@ -46,6 +46,13 @@ class Outbox(Protocol):
     def close(self) -> None:
         """Wake every waiter; later reads return ``None``."""
 
+    def served_by(self, worker: str | None) -> None:
+        """Which worker serves the page's event stream: ``None`` for this one.
+
+        Only the Redis broker, where another worker may serve it, needs to
+        know (to wake that worker); the in-process broker ignores it.
+        """
+
 
 class Broker(Protocol):
     """Creates outboxes and routes broadcasts."""
@@ -55,6 +62,9 @@ class Broker(Protocol):
     def subscribe(self, topic: str, element: Any) -> None: ...
 
     def unsubscribe(self, topic: str, element: Any) -> None: ...
+
+    def members(self, topic: str) -> list[Any]:
+        """This worker's elements joined to ``topic`` (a copy)."""
 
     def broadcast(self, topic: str, method: str, args_json: str) -> int:
         """Call ``method`` on every element joined to ``topic``; return how many."""

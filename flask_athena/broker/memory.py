@@ -129,6 +129,9 @@ class MemoryOutbox:
         if self._event is not None:
             self._event.set()
 
+    def served_by(self, worker: str | None) -> None:
+        """Every stream is served by this worker: nothing to remember."""
+
     def close(self) -> None:
         self.closed = True
         self._frames.clear()
@@ -166,6 +169,10 @@ class LocalTopics:
             members.pop(element, None)
             if not members:
                 del self._members[topic]
+
+    def members(self, topic: str) -> list[Any]:
+        """This worker's elements joined to ``topic``, in join order (a copy)."""
+        return list(self._members.get(topic, ()))
 
     def deliver(self, topic: str, method: str, args_json: str) -> int:
         """Queue ``method(*args)`` for every member; return how many got it."""
@@ -214,6 +221,9 @@ class MemoryBroker:
 
     def unsubscribe(self, topic: str, element: Any) -> None:
         self._topics.unsubscribe(topic, element)
+
+    def members(self, topic: str) -> list[Any]:
+        return self._topics.members(topic)
 
     def broadcast(self, topic: str, method: str, args_json: str) -> int:
         return self._topics.deliver(topic, method, args_json)

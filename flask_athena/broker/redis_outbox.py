@@ -85,6 +85,10 @@ class RedisOutbox:
         # The wake goes to the reader of *now* (the one being replaced).
         self._broker.enqueue(("gen", self, 0, self.reader or ""))
 
+    def served_by(self, worker: str | None) -> None:
+        """Remember the worker serving the stream (``None``: the owner)."""
+        self.reader = worker
+
     def close(self) -> None:
         if self.closed:
             return

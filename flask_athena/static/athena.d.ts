@@ -288,6 +288,8 @@ export class Runtime {
     status: Status;
     everConnected: boolean;
     unloading: boolean;
+    closeBeacon: Blob | null;
+    closeSent: boolean;
     frozen: boolean;
     widgetsById: Map<number, Widget>;
     widgetsByNode: WeakMap<Node, Widget>;
@@ -428,7 +430,19 @@ export class Runtime {
     goGone(reason: string): void;
     /** Loop guard: at most RELOAD_GUARD_MAX automatic reloads per window, per tab. */
     reloadAllowed(): boolean;
-    /** @param {PageTransitionEvent} event */
+    /**
+     * The final pagehide (not one into the back/forward cache) sends the close
+     * beacon, so the server frees the page at once rather than after
+     * ATHENA_PAGE_TIMEOUT. When a tab is closed, Firefox may stop the first
+     * pagehide listener part-way through (issue 16: with the stream closed
+     * first, 2 closes in 3 sent no beacon; a beacon made of a Blob built in the
+     * listener was still lost now and then), while the listeners after it run.
+     * So the beacon's Blob is made in start(), sending it is the first thing
+     * done here, and this runs from two listeners: the second sends the beacon
+     * if the first was stopped before it could (a second close is answered 204
+     * too) and finishes the rest, which is idempotent.
+     * @param {PageTransitionEvent} event
+     */
     onPageHide(event: PageTransitionEvent): void;
     /** Tells the server the page is closed (a beacon outlives the document). */
     sendCloseBeacon(): void;

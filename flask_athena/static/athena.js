@@ -412,6 +412,8 @@ class Runtime {
     this.status = /** @type {Status} */ ("idle");
     this.everConnected = false;
     this.unloading = false;  // final pagehide: the stream closing then is no outage
+    this.closeBeacon = /** @type {Blob|null} */ (null);  // made in start(): see onPageHide
+    this.closeSent = false;
     this.frozen = false;     // in the back/forward cache
     this.widgetsById = /** @type {Map<number, Widget>} */ (new Map());
     this.widgetsByNode = /** @type {WeakMap<Node, Widget>} */ (new WeakMap());
@@ -465,6 +467,9 @@ class Runtime {
     const { window, document } = this.env;
     if (!this.config) return;
     this.setStatus("connecting");
+    this.closeBeacon = new Blob([JSON.stringify({ token: this.config.token })], { type: "application/json" });
+    // Twice, see onPageHide.
+    window.addEventListener("pagehide", (event) => this.onPageHide(event));
     window.addEventListener("pagehide", (event) => this.onPageHide(event));
     window.addEventListener("pageshow", (event) => this.onPageShow(event));
     window.addEventListener("online", () => {
@@ -1155,13 +1160,21 @@ class Runtime {
 
   // ---- Page lifecycle -----------------------------------------------------------
 
-  /** @param {PageTransitionEvent} event */
+  /**
+   * The final pagehide (not one into the back/forward cache) sends the close
+   * beacon, so the server frees the page at once rather than after
+   * ATHENA_PAGE_TIMEOUT. When a tab is closed, Firefox may stop the first
+   * pagehide listener part-way through (issue 16: with the stream closed
+   * first, 2 closes in 3 sent no beacon; a beacon made of a Blob built in the
+   * listener was still lost now and then), while the listeners after it run.
+   * So the beacon's Blob is made in start(), sending it is the first thing
+   * done here, and this runs from two listeners: the second sends the beacon
+   * if the first was stopped before it could (a second close is answered 204
+   * too) and finishes the rest, which is idempotent.
+   * @param {PageTransitionEvent} event
+   */
   onPageHide(event) {
-    // The close beacon is the FIRST thing done here: when a tab is closed,
-    // Firefox may stop running this listener part-way through (with the stream
-    // closed first, 2 closes in 3 sent no beacon and the page lived on until
-    // ATHENA_PAGE_TIMEOUT).
-    if (!event.persisted && !this.unloading && !this.isGone()) this.sendCloseBeacon();
+    if (!event.persisted && !this.closeSent && !this.isGone()) this.sendCloseBeacon();
     this.streamRetry.reset();
     this.closeStream();
     if (event.persisted) { // back/forward cache: the page may come back
@@ -1174,12 +1187,16 @@ class Runtime {
   /** Tells the server the page is closed (a beacon outlives the document). */
   sendCloseBeacon() {
     const cfg = /** @type {AthenaConfig} */ (this.config);
-    const body = JSON.stringify({ token: cfg.token });
-    if (!this.env.navigator.sendBeacon?.(cfg.close, new Blob([body], { type: "application/json" }))) {
-      this.env.fetch(cfg.close, {
-        method: "POST", keepalive: true, credentials: "same-origin", headers: { "Content-Type": "application/json" }, body,
-      }).catch(() => { /* unloading; the server's page timeout closes the page anyway */ });
+    const beacon = /** @type {Blob} */ (this.closeBeacon);
+    if (this.env.navigator.sendBeacon?.(cfg.close, beacon)) {
+      this.closeSent = true;
+      return;
     }
+    this.closeSent = true;
+    this.env.fetch(cfg.close, {
+      method: "POST", keepalive: true, credentials: "same-origin", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token: cfg.token }),
+    }).catch(() => { /* unloading; the server's page timeout closes the page anyway */ });
   }
 
   /** @param {PageTransitionEvent} event */

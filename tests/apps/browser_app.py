@@ -336,7 +336,7 @@ def create_app() -> Flask:
                 "open": not page.closed,
                 "stream_attached": page.stream_attached,
                 "last_seq": page.outbox.last_seq,
-                "pending": len(page._pending),
+                "pending": page.pending_calls,
             }
         )
 

@@ -221,7 +221,7 @@ def create_app() -> Flask:
                 "outbox_bytes": sum(len(frame) for frame in getattr(outbox, "_frames", ())),
                 "outbox_size": page.state.config.outbox_size,
                 "last_seq": outbox.last_seq,
-                "pending": len(page._pending),
+                "pending": page.pending_calls,
                 "stream_attached": page.stream_attached,
                 "stream_cuts": cuts.get(page_id, []),
                 "probes": probes,

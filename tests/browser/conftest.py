@@ -1,14 +1,19 @@
-"""Fixtures of the real-browser suite: Debian's Chromium driven by Playwright.
+"""Fixtures of the real-browser suite: Chromium, Firefox and WebKit.
 
-One Chromium per test session (``browser``), a fresh context per test
-(``context``, or ``new_context()`` for tests that need several users). Servers
-are started by each test module (module-scoped where tests do not interfere)
-through :func:`start_server`, always ``gunicorn -k gevent`` on 127.0.0.1 and
-stopped by PID.
+Tests written once for every engine take ``engine`` (parametrized over
+chromium, firefox, webkit; see ``engines.py``) and ``user`` (a fresh cookie
+jar per test) or ``new_user()`` for several people. Each engine is started
+once per test process, on first use, and stopped at the end of the session.
+Chromium-only tests (Playwright features such as ``page.route``) take
+``browser`` and ``context``/``new_context()`` as before.
 
-No browser is ever downloaded: Chromium comes from Debian
-(``apt-get install chromium``). Without it the suite skips with the reason,
-except under CI (``CI`` set), where a missing browser is a failure.
+Servers are started by each test module (module-scoped where tests do not
+interfere) through :func:`start_server`, always ``gunicorn -k gevent`` on
+127.0.0.1 and stopped by PID.
+
+No browser is ever downloaded: Chromium, Firefox ESR and WebKitGTK come from
+Debian. Without one, its tests skip with the reason, except under CI (``CI``
+set), where a missing engine is a failure.
 """
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.browser.engines import (
+    ENGINES,
+    ChromiumEngine,
+    Engine,
+    EngineUnavailable,
+    FirefoxEngine,
+    User,
+    WebKitEngine,
+)
 from tests.support import LiveServer
 
 LAUNCH_ARGS = [
@@ -71,6 +85,7 @@ def browser(chromium_executable: str) -> Iterator[Any]:
 
 
 ContextFactory = Callable[..., Any]
+UserFactory = Callable[[], User]
 
 
 @pytest.fixture
@@ -109,3 +124,56 @@ def start_server(app_spec: str, name: str, **settings: Any) -> LiveServer:
 @pytest.fixture(scope="module", autouse=True)
 def _browser_available(chromium_executable: str) -> None:
     """Skip (or fail in CI) before a module starts its servers when there is no browser."""
+
+
+@pytest.fixture(scope="session")
+def _engines() -> Iterator[dict[str, Engine | BaseException]]:
+    """The engines started so far in this process (or why one could not start)."""
+    running: dict[str, Engine | BaseException] = {}
+    yield running
+    for engine in running.values():
+        if isinstance(engine, Engine):
+            engine.quit()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest, _engines: dict[str, Engine | BaseException]) -> Engine:
+    """Chromium, Firefox, WebKit: each test taking it runs once per engine."""
+    name: str = request.param
+    if name not in _engines:
+        try:
+            if name == "chromium":
+                _engines[name] = ChromiumEngine(request.getfixturevalue("browser"))
+            elif name == "firefox":
+                _engines[name] = FirefoxEngine()
+            else:
+                _engines[name] = WebKitEngine()
+        except (EngineUnavailable, Exception) as error:
+            _engines[name] = error
+    started = _engines[name]
+    if isinstance(started, EngineUnavailable):
+        _unavailable(f"{name}: {started}")
+    if isinstance(started, BaseException):
+        pytest.fail(f"{name} did not start: {started!r}", pytrace=False)
+    assert isinstance(started, Engine)
+    return started
+
+
+@pytest.fixture
+def new_user(engine: Engine) -> Iterator[UserFactory]:
+    """``new_user()``: a person with a cookie jar of their own; all closed after."""
+    users: list[User] = []
+
+    def factory() -> User:
+        user = engine.new_user()
+        users.append(user)
+        return user
+
+    yield factory
+    for user in users:
+        user.close()
+
+
+@pytest.fixture
+def user(new_user: UserFactory) -> User:
+    return new_user()

@@ -193,9 +193,17 @@ export function fakeEnv(options = {}) {
     random: options.random ?? (() => 0.5),
     importModule: async (url) => { throw new Error(`no modules in Node (${url})`); },
     clock,
-    /** Fires a window event at the runtime's listeners. */
+    /** Errors thrown by window listeners (a browser reports them and goes on). */
+    listenerErrors: [],
+    /** Fires a window event at the runtime's listeners; one that throws does not stop the next. */
     fire(type, event = {}) {
-      for (const listener of windowListeners.get(type) ?? []) listener({ type, ...event });
+      for (const listener of windowListeners.get(type) ?? []) {
+        try {
+          listener({ type, ...event });
+        } catch (error) {
+          env.listenerErrors.push(error);
+        }
+      }
     },
     /** The event stream the runtime opened last. */
     get stream() { return env.EventSource.instances.at(-1); },

@@ -100,10 +100,29 @@ test("pagehide: the beacon goes first, before the stream is closed", async () =>
   assert.equal(streamClosedAtBeacon, false);
 });
 
+test("pagehide: a listener stopped before its beacon is made good by the second, never twice", async () => {
+  // Firefox stops a closing tab's first pagehide listener part-way through
+  // now and then; the listeners after it run. Stopped at sendBeacon:
+  const { env } = await startedRuntime();
+  const send = env.navigator.sendBeacon;
+  let calls = 0;
+  env.navigator.sendBeacon = (url, data) => {
+    calls += 1;
+    if (calls === 1) throw new Error("listener stopped");
+    return send(url, data);
+  };
+  env.fire("pagehide", { persisted: false });
+  assert.equal(env.listenerErrors.length, 1);
+  assert.equal(env.beacons.length, 1);
+  assert.deepEqual(JSON.parse(await env.beacons[0].data.text()), { token: "t1" });
+  assert.ok(env.stream.closed);
+});
+
 test("pagehide without sendBeacon: a keepalive fetch", async () => {
   const { env, fetch } = await startedRuntime();
   env.navigator.sendBeacon = undefined;
   env.fire("pagehide", { persisted: false });
+  assert.equal(fetch.requests.length, 1);
   assert.equal(fetch.requests[0].url, "/_athena/p1/close");
   assert.equal(fetch.requests[0].init.keepalive, true);
 });

@@ -318,7 +318,7 @@ class Storm:
         if request.last_in_query and request.last is not None:
             path += "?" + urlencode({"last": request.last})
         # The victim's state is never read: the storm must not depend on it.
-        expected = 1 if target in (None, self.victim) else target.live._expected_seq
+        expected = 1 if target in (None, self.victim) else target.live.sequencer.expected
         body = request.body
         if isinstance(body, dict):
             body = json.dumps(body, default=lambda seq: expected + seq.offset)
@@ -390,7 +390,7 @@ class Storm:
         victim = self.victim
         live = victim.live
         assert element(victim).invocations == []
-        assert (live._expected_seq, live.outbox.last_seq, live.was_connected) == (1, 0, False)
+        assert (live.sequencer.expected, live.outbox.last_seq, live.was_connected) == (1, 0, False)
 
         assert victim.call(1, "echo", "still here") == "still here"
         call = element(victim).call_remote("pong", "once")

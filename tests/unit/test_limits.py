@@ -105,7 +105,7 @@ def test_pending_calls_are_bounded(make_app: Callable[..., Flask]) -> None:
     recorder = element(page)
     tracked = [recorder.call_remote("ask", n) for n in range(2)]
     overflow = [recorder.call_remote("ask", n) for n in range(2, 5)]
-    assert len(page.live._pending) == 2
+    assert page.live.pending_calls == 2
     for call in overflow:
         assert call.ready()
         with pytest.raises(TooManyPending):
@@ -115,9 +115,9 @@ def test_pending_calls_are_bounded(make_app: Callable[..., Flask]) -> None:
     assert [m["call"] for m in messages[2:]] == [None, None, None]  # nobody waits
     page.answer(tracked[0].call_id, "ok")
     assert tracked[0].get(timeout=0) == "ok"
-    assert len(page.live._pending) == 1
+    assert page.live.pending_calls == 1
     recorder.call_remote("ask", "room again")
-    assert len(page.live._pending) == 2
+    assert page.live.pending_calls == 2
 
 
 def test_outbox_keeps_at_most_its_size(make_app: Callable[..., Flask]) -> None:

@@ -236,3 +236,16 @@ def test_a_second_metrics_object_uses_its_own_registry() -> None:
     metrics = AthenaMetrics(registry)
     metrics.page_opened()
     assert registry.get_sample_value("athena_pages_open") == 1
+
+
+def test_make_wsgi_app_mounts_with_dispatcher_middleware(app: Flask) -> None:
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.test import Client
+
+    from flask_athena.metrics import make_wsgi_app
+
+    AthenaClient(app).open()
+    mounted = DispatcherMiddleware(app.wsgi_app, {"/metrics": make_wsgi_app()})
+    response = Client(mounted).get("/metrics")
+    assert response.status_code == 200
+    assert b"athena_pages_open" in response.data

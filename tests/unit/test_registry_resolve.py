@@ -7,7 +7,7 @@ from typing import Any, Optional
 import pytest
 
 from flask_athena import LiveElement, expose
-from flask_athena.element import _RESERVED
+from flask_athena.element import RESERVED_NAMES
 from flask_athena.errors import BadArguments, MethodNotFound
 from flask_athena.registry import bind, resolve
 
@@ -75,7 +75,7 @@ def test_resolve_refuses_reserved_names() -> None:
 @pytest.mark.parametrize("name", ["detach", "call_remote", "callRemote", "connected", "render"])
 def test_live_element_api_is_never_resolvable(name: str) -> None:
     with pytest.raises(MethodNotFound):
-        resolve(Element(), name, _RESERVED)
+        resolve(Element(), name, RESERVED_NAMES)
 
 
 def test_instance_attribute_cannot_stand_in_for_an_exposed_method() -> None:

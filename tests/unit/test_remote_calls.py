@@ -63,7 +63,7 @@ def test_duplicate_and_unknown_answers_are_ignored(page: TestPage) -> None:
     page.answer(call.call_id, "second")
     page.answer(call.call_id + 100, "nobody asked")
     assert call.get(timeout=1) == "first"
-    assert page.live._pending == {}
+    assert page.live.pending_calls == 0
 
 
 def test_get_without_an_answer_raises_call_timeout(page: TestPage) -> None:
@@ -85,7 +85,7 @@ def test_reaper_expires_calls_past_the_call_timeout(
     state_of(app).reap(monotonic() + 6)
     with pytest.raises(CallTimeout):
         call.get(timeout=0)
-    assert page.live._pending == {}
+    assert page.live.pending_calls == 0
     # Not a cancellation: the browser is not told (fire-and-forget calls of
     # an offline page would each add a message).
     assert [m["type"] for m in page.received()] == ["call"]
@@ -113,7 +113,7 @@ def test_cancel_fails_get_tells_the_browser_and_ignores_the_late_answer(page: Te
     sent = page.received()
     assert [m["type"] for m in sent] == ["call", "cancel"]
     assert sent[-1] == {"type": "cancel", "call": call.call_id}
-    assert page.live._pending == {}
+    assert page.live.pending_calls == 0
     page.answer(call.call_id, "late")  # ignored
     with pytest.raises(CallCancelled):
         call.get(timeout=0)

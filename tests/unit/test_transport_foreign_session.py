@@ -41,7 +41,7 @@ def test_calls_with_the_stolen_id_and_token_are_403(
     assert response.status_code == 403
     assert response.get_json()["error"]["code"] == "forbidden"
     assert element(owner).invocations == []
-    assert owner.live._expected_seq == 1
+    assert owner.live.sequencer.expected == 1
 
 
 def test_results_and_acks_from_another_session_are_refused(
@@ -51,7 +51,7 @@ def test_results_and_acks_from_another_session_are_refused(
     body = {"ack": 1, "messages": [{"type": "result", "call": message["call"], "ok": "forged"}]}
     response = intruder.flask.post(owner.config["calls"], json=body, headers=post_headers(owner))
     assert response.status_code == 403
-    assert owner.live._pending  # the forged answer did not settle the call
+    assert owner.live.pending_calls  # the forged answer did not settle the call
     assert len(owner.live.outbox) == 1  # the forged ack trimmed nothing
 
 
