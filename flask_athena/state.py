@@ -135,11 +135,13 @@ class AthenaState:
 
     @staticmethod
     def new_session_key() -> str:
+        """A fresh random key binding a browser session to its pages."""
         return secrets.token_urlsafe(16)
 
     # -- urls ---------------------------------------------------------------
 
     def base_url(self) -> str:
+        """The blueprint's URL prefix, under the request's script root when in a request."""
         root = request.script_root if has_request_context() else ""
         return root + self.config.url_prefix
 
@@ -156,6 +158,7 @@ class AthenaState:
     # -- reaper -------------------------------------------------------------
 
     def ensure_reaper(self) -> None:
+        """Start the reaper greenlet of this worker unless it runs (after a fork, it does not)."""
         if self._reaper is None or self._reaper.dead:
             self._reaper = gevent.spawn(self._reap_forever)
 
