@@ -12,7 +12,7 @@ from flask import Flask, render_template
 
 from flask_athena.config import config_from_env
 
-from .chat import ChatRoom, ChatterBox
+from .chat import ChatterBox
 from .extension import athena
 from .live import Clock, ProgressJob
 from .todo import TodoList
@@ -25,7 +25,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config_from_env())
     app.config.update(config or {})
     athena.init_app(app)
-    room = ChatRoom()
 
     @app.get("/")
     def index() -> str:
@@ -34,7 +33,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.get("/chat")
     def chat() -> str:
         page = athena.page()
-        box = page.add(ChatterBox(room))
+        box = page.add(ChatterBox())
         return render_template("chat.html", page=page, box=box)
 
     @app.get("/live")

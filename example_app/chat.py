@@ -1,6 +1,15 @@
-"""The chat room of Athena's tutorial: ``say`` goes up, ``hear`` comes down."""
+"""The chat room of Athena's tutorial: ``say`` goes up, ``hear`` comes down.
+
+"Here now" is presence (``athena.presence``): each box tracks its user in the
+room, keyed by name, so a user with two tabs is listed once, on any number of
+workers and hosts. A join or leave reaches each member as one small diff
+(``presence_diff``, relayed by ``presence_relay``); only the newcomer gets the whole list
+(``presence_state``), never every member on every join.
+"""
 
 from __future__ import annotations
+
+import time
 
 from flask import session
 
@@ -14,37 +23,16 @@ MAX_NAME = 32
 MAX_TEXT = 500
 
 
-class ChatRoom:
-    """Who is in the room. One per app; lives in the worker's memory."""
-
-    def __init__(self) -> None:
-        self.members: dict[ChatterBox, str] = {}
-
-    def names(self) -> list[str]:
-        return sorted(set(self.members.values()), key=str.lower)
-
-    def enter(self, box: ChatterBox, name: str) -> None:
-        self.members[box] = name
-        box.join(TOPIC)
-        athena.broadcast(TOPIC, "announce", f"{name} joined the room")
-        athena.broadcast(TOPIC, "presence", self.names())
-
-    def leave(self, box: ChatterBox) -> None:
-        name = self.members.pop(box, None)
-        if name is None:
-            return
-        box.leave(TOPIC)
-        athena.broadcast(TOPIC, "announce", f"{name} left the room")
-        athena.broadcast(TOPIC, "presence", self.names())
-
-
 class ChatterBox(LiveElement):
     jsClass = "ChatThing.ChatterBox"  # the tutorial's spelling works too
     template = "chatterbox.html"
+    # Every join or leave, on any worker, reaches the widget's
+    # presence_diff(joins, leaves): one small frame per member, the diff
+    # serialized once per worker.
+    presence_relay = "presence_diff"
 
-    def __init__(self, room: ChatRoom) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.room = room
         self.username: str | None = None
 
     def initial_arguments(self) -> list[object]:
@@ -52,10 +40,19 @@ class ChatterBox(LiveElement):
 
     def connected(self) -> None:
         # A returning visitor (name kept in the session) enters at once.
-        name = session.get("username") if self.username is None else self.username
-        if name:
-            self.username = name
-            self.room.enter(self, name)
+        name = session.get("username")
+        if name and self.username is None:
+            self.enter(name)
+
+    def enter(self, name: str) -> None:
+        """Join the room's broadcasts and presence as ``name``; send who is here."""
+        self.username = name
+        self.join(TOPIC)
+        # Tracking again (a new name) replaces this tab's entry.
+        athena.presence.track(self, TOPIC, name, {"since": int(time.time())})
+        # Through the page's ordered stream, after the diffs already sent, so
+        # the browser's list (snapshot + later diffs) is never out of order.
+        self.call_remote("presence_state", athena.presence.list(TOPIC))
 
     @expose
     def setUsername(self, username: str) -> list[str]:
@@ -63,11 +60,9 @@ class ChatterBox(LiveElement):
         name = " ".join(str(username).split())[:MAX_NAME]
         if not name:
             raise BadArguments("Please choose a name.")
-        if self.username is not None:
-            self.room.leave(self)
-        self.username = session["username"] = name
-        self.room.enter(self, name)
-        return self.room.names()
+        session["username"] = name
+        self.enter(name)
+        return sorted(athena.presence.list(TOPIC), key=str.lower)
 
     @expose
     def say(self, text: str) -> int:
@@ -77,9 +72,3 @@ class ChatterBox(LiveElement):
         text = str(text)[:MAX_TEXT]
         athena.broadcast(TOPIC, "hear", self.username, text)
         return len(text)
-
-    def disconnected(self, reason: str) -> None:
-        self.room.leave(self)
-
-    def detached(self) -> None:
-        self.room.leave(self)

@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PENDING_CALLS": 1000,
     "ALLOWED_ORIGINS": (),
     "FAST_CALLS": True,
+    "PRESENCE_MAX_MEMBERS": 10_000,
+    "PRESENCE_MAX_META": 1024,
     "PROXY_HOPS": 0,
     "METRICS": False,  # validated by flask_athena.ops
     "REPORT_INTERVAL": 2.0,  # validated by flask_athena.ops
@@ -53,6 +55,8 @@ class AthenaConfig:
     max_pending_calls: int
     allowed_origins: frozenset[str]
     fast_calls: bool = True
+    presence_max_members: int = 10_000
+    presence_max_meta: int = 1024
     #: Reverse proxies in front whose X-Forwarded-* headers are trusted (0: none).
     proxy_hops: int = 0
 
@@ -114,6 +118,8 @@ class AthenaConfig:
             max_pending_calls=number("MAX_PENDING_CALLS", int, 1),
             allowed_origins=frozenset(o.rstrip("/") for o in origins),
             fast_calls=fast,
+            presence_max_members=number("PRESENCE_MAX_MEMBERS", int, 1),
+            presence_max_meta=number("PRESENCE_MAX_META", int, 64),
             proxy_hops=number("PROXY_HOPS", int, 0),
         )
 

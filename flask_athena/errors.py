@@ -188,3 +188,19 @@ class BrokerUnavailable(AthenaError):
     status_code = 503
     code = "broker-unavailable"
     default_message = "The message broker is unavailable; retry later."
+
+
+class PresenceFull(ClientError):
+    """A presence topic holds ``ATHENA_PRESENCE_MAX_MEMBERS`` entries already."""
+
+    status_code = 429
+    code = "presence-full"
+    default_message = "This topic has as many members as it may hold."
+
+
+class PresenceMetaTooLarge(ClientError):
+    """A presence key and meta serialize past ``ATHENA_PRESENCE_MAX_META`` bytes."""
+
+    status_code = 413
+    code = "presence-meta-too-large"
+    default_message = "The presence details are too large."

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any
 
 from flask import Flask, current_app, has_app_context, has_request_context, session
 from flask.sessions import SecureCookieSessionInterface
 
 from . import ops
 from .config import DEFAULTS, AthenaConfig
-from .forwarding import run_forwarded
+from .forwarding import serve_forwarded
 from .lane import ResultsLane
 from .modules import JSModules
 from .page import LivePage
-from .protocol import dumps
+from .presence import Presence
+from .protocol import JSONValue, dumps
 from .sessions import CachingSessionInterface
 from .state import SESSION_KEY, AthenaState
 from .transport import blueprint
@@ -36,6 +36,8 @@ class Athena:
         #: with the state of every app this object serves).
         self.js_modules = JSModules()
         self._app: Flask | None = None
+        #: Who is in which topic, on every worker: ``track``, ``untrack``, ``list``.
+        self.presence = Presence(self)
         if app is not None:
             self.init_app(app)
             self._app = app
@@ -55,8 +57,8 @@ class Athena:
         config = AthenaConfig.from_mapping(app.config)
         state = app.extensions["athena"] = AthenaState(app, config, self)
         if state.cluster is not None:
-            # Requests other workers forward to this one run through the app.
-            state.cluster.handler = partial(run_forwarded, app)
+            # Requests other workers forward to this one (pages it owns).
+            state.cluster.handler = partial(serve_forwarded, state)
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
         if config.fast_calls and type(app.session_interface) is SecureCookieSessionInterface:
             # Flask's public hook; an app with a session interface of its
@@ -113,7 +115,7 @@ class Athena:
             key = session[SESSION_KEY] = state.new_session_key()
         return state.open_page(key)
 
-    def broadcast(self, topic: str, method: str, *args: Any) -> int:
+    def broadcast(self, topic: str, method: str, *args: JSONValue) -> int:
         """Call ``method(*args)`` on every element joined to ``topic``.
 
         The arguments are serialized once for all receivers (so they cannot

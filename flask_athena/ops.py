@@ -137,7 +137,7 @@ class Ops:
                     topics[topic] = topics.get(topic, 0) + 1
         now = monotonic()
         described = [_describe_page(page, now) for page in pages[:SNAPSHOT_PAGES]]
-        presence = getattr(state.athena, "presence", None)
+        presence = _presence_table(state)
         listed = sorted(topics.items())[:SNAPSHOT_TOPICS]
         return {
             "worker": state.cluster.worker_id if state.cluster is not None else "local",
@@ -204,6 +204,15 @@ def _flag(config: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{key} must be True or False, got {value!r}")
     return value
+
+
+def _presence_table(state: AthenaState) -> Any:
+    """The app's presence table (``list(topic)`` never blocks), when it has one.
+
+    The per-app table on the state, so no app context is needed (the report
+    writer and the inspector's pusher run in greenlets of their own).
+    """
+    return getattr(state, "presence", None)
 
 
 def _presence(presence: Any, topic: str) -> int | None:
@@ -427,7 +436,8 @@ def _on_page_gone(sender: Any, reason: str = "", **extra: Any) -> None:
     if ops is None:
         return
     _log(logging.INFO, "browser told its page is gone", "page-gone", reason=reason)
-    ops.record_error("gone", "gone", reason)
+    if reason != "closed":  # "closed": the browser closed it itself (its tab left)
+        ops.record_error("gone", "gone", reason)
     if ops.metrics is not None:
         ops.metrics.gone(reason)
 
@@ -469,8 +479,7 @@ def _on_presence_changed(sender: Any, topic: str = "", **extra: Any) -> None:
     if ops is None or not isinstance(topic, str) or not topic:
         return
     if ops.metrics is not None:
-        presence = getattr(ops.state.athena, "presence", None)
-        members = _presence(presence, topic)
+        members = _presence(_presence_table(ops.state), topic)
         if members is not None:
             ops.metrics.presence_members(topic, members)
     ops.changed()

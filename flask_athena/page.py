@@ -150,6 +150,7 @@ class LivePage:
             self.detach_element(child, notify_browser=False)
         for topic in element.topics:
             element.leave(topic)
+        self.state.presence.forget(element)
         if element.id is not None:
             self.elements.pop(element.id, None)
         self.run_hook(element.detached)

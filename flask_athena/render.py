@@ -40,7 +40,7 @@ def head(page: LivePage) -> Markup:
         "ackEvery": max(1, min(256, config.outbox_size // 4)),
         "debug": bool(state.app.debug),
     }
-    imports = {"athena": runtime}
+    imports = {"athena": runtime, "athena/presence": f"{base}/static/athena-presence.js"}
     modules = state.modules.names()
     modules.update(el.js_class.rpartition(".")[0] for el in page.elements.values())
     for module in sorted(modules):

@@ -31,6 +31,10 @@ call_received = _signals.signal("call-received")
 stream_cut = _signals.signal("stream-cut")
 #: An exposed call failed. Keyword arguments: ``page``, ``element``, ``method``, ``error``.
 call_failed = _signals.signal("call-failed")
+#: Presence in a topic changed, delivered on this worker (once per change per
+#: worker, after the members' ``presence_changed`` hooks). Keyword arguments:
+#: ``topic``, ``joins``, ``leaves`` (key -> metas, see flask_athena.presence).
+presence_changed = _signals.signal("presence-changed")
 #: An exposed call returned without raising. Keyword arguments: ``page``,
 #: ``element``, ``method``.
 call_completed = _signals.signal("call-completed")

@@ -13,14 +13,17 @@ from flask import Flask, has_request_context, request
 from . import signals
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker  # imports redis only when used
+from .broker.redis_presence import RedisPresence
 from .config import AthenaConfig
 from .errors import TooManyPages
 from .page import LivePage
+from .presence import LocalPresence
 
 if TYPE_CHECKING:
     from .broker import Broker
     from .extension import Athena
     from .ops import Ops
+    from .presence import PresenceBackend
     from .stream import StreamBody
 
 logger = logging.getLogger("flask_athena")
@@ -61,6 +64,12 @@ class AthenaState:
         #: Redis, other workers'): the reaper cuts those that cannot keep up.
         self.streams: set[StreamBody] = set()
         self._reaper: gevent.Greenlet | None = None
+        #: Who is in which topic (``athena.presence``): in this process, or in Redis.
+        self.presence: PresenceBackend
+        if self.cluster is not None:
+            self.presence = RedisPresence(self, self.cluster)
+        else:
+            self.presence = LocalPresence(self)
         #: A POST passed the Origin check as same-origin / the proxy hint was
         #: logged (see ``endpoint.hint_proxy_setup``).
         self.origin_accepted = False
@@ -90,6 +99,7 @@ class AthenaState:
         self.pages[page.id] = page
         self.session_pages.setdefault(session_key, {})[page.id] = page
         self.ensure_reaper()
+        self.presence.start()
         signals.page_opened.send(self.app, page=page)
         return page
 
@@ -115,11 +125,13 @@ class AthenaState:
 
     @staticmethod
     def new_session_key() -> str:
+        """A fresh random key binding a browser session to its pages."""
         return secrets.token_urlsafe(16)
 
     # -- urls ---------------------------------------------------------------
 
     def base_url(self) -> str:
+        """The blueprint's URL prefix, under the request's script root when in a request."""
         root = request.script_root if has_request_context() else ""
         return root + self.config.url_prefix
 
@@ -136,6 +148,7 @@ class AthenaState:
     # -- reaper -------------------------------------------------------------
 
     def ensure_reaper(self) -> None:
+        """Start the reaper greenlet of this worker unless it runs (after a fork, it does not)."""
         if self._reaper is None or self._reaper.dead:
             self._reaper = gevent.spawn(self._reap_forever)
 
@@ -162,6 +175,7 @@ class AthenaState:
 
     def shutdown(self) -> None:
         """Close every page (reason ``"shutdown"``) and stop the reaper."""
+        self.presence.close()  # first: the closing pages need not tell each other
         for page in list(self.pages.values()):
             page.close("shutdown")
         if self._reaper is not None:

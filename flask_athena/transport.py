@@ -23,7 +23,6 @@ from .endpoint import (
     check_token,
     checked_calls,
     error_response,
-    find_page,
     http_error_response,
     internal_error_response,
     read_json_body,
@@ -36,11 +35,10 @@ from .errors import (
     TooManyPages,
     TooManyStreams,
 )
-from .forwarding import forward_post, is_forwarded, remote_events
+from .forwarding import forward_calls, forward_close, remote_events
 from .page import LivePage
 from .protocol import (
     HEARTBEAT_EVENT,
-    dumps,
     loads,
     sse_retry,
 )
@@ -98,17 +96,18 @@ def calls(page_id: str) -> Response:
     """Browser → server calls: the checks of :mod:`~flask_athena.endpoint`, in order,
     then :func:`~flask_athena.endpoint.answer_calls` in this request's context."""
     state = _state()
-    if state.cluster is not None and page_id not in state.pages and not is_forwarded():
-        return forward_post(state, state.cluster, page_id, closing=False)
+    if state.cluster is not None and page_id not in state.pages:
+        return forward_calls(state, state.cluster, page_id)
     page, batch = checked_calls(state, page_id, request, session)
     return calls_response(*answer_calls(state, page, batch))
 
 
 @blueprint.post("/<page_id>/close")
 def close(page_id: str) -> Response:
+    """The beacon: the browser left; close the page (204, also when already closed)."""
     state = _state()
-    if state.cluster is not None and page_id not in state.pages and not is_forwarded():
-        return forward_post(state, state.cluster, page_id, closing=True)
+    if state.cluster is not None and page_id not in state.pages:
+        return forward_close(state, state.cluster, page_id)
     check_origin(state, request)
     body = loads(read_json_body(state, request))
     page = state.pages.get(page_id)
@@ -130,6 +129,11 @@ def _last_event_id() -> int:
 
 @blueprint.get("/<page_id>/events")
 def events(page_id: str) -> Response:
+    """The page's event stream: replay after ``Last-Event-ID``, then live messages.
+
+    The response body (:class:`EventStream`) runs in the request's greenlet
+    for as long as the connection stays open.
+    """
     state = _state()
     check_stream_origin(state, request)
     last = _last_event_id()
@@ -220,53 +224,11 @@ class EventStream(StreamBody):
                 yield b"".join(fresh)
 
     def local_page(self) -> LivePage:
+        """The page (this worker owns it)."""
         return self._page
 
     def _release(self) -> None:
         self._page.stream_ended(self, self._generation)
-
-
-# -- internal endpoints of the Redis broker ------------------------------------
-# Reached only by requests another worker forwarded (environ flag, see
-# forwarding.py); anybody else gets the same 404 as for an unknown page.
-
-
-def _forwarded_page(state: AthenaState, page_id: str) -> LivePage:
-    page = find_page(state, page_id)
-    if not is_forwarded():
-        raise PageNotFound()
-    return page
-
-
-@blueprint.post("/<page_id>/_attach")
-def attach_remote(page_id: str) -> Response:
-    """A worker that does not own the page serves its stream: attach it here."""
-    state = _state()
-    page = _forwarded_page(state, page_id)
-    check_session(page, session)
-    body = loads(read_json_body(state, request))
-    reader = body.get("reader") if isinstance(body, dict) else None
-    if not isinstance(reader, str):
-        raise BadRequest()
-    generation = page.attach_stream()
-    page.outbox.served_by(reader)
-    return Response(dumps({"gen": generation}), mimetype="application/json")
-
-
-@blueprint.post("/<page_id>/_detach")
-def detach_remote(page_id: str) -> Response:
-    """The stream another worker served for this page ended."""
-    state = _state()
-    if not is_forwarded():
-        raise PageNotFound()
-    page = state.pages.get(page_id)
-    body = loads(read_json_body(state, request))
-    generation = body.get("gen") if isinstance(body, dict) else None
-    if page is not None and isinstance(generation, int):
-        if generation == page.stream_generation:
-            page.outbox.served_by(None)
-        page.detach_stream(generation)
-    return Response(status=204)
 
 
 def _wrong_method(page_id: str, allowed: str) -> Response:
@@ -289,6 +251,7 @@ for _endpoint, _allowed in (("calls", "POST"), ("close", "POST"), ("events", "GE
 
 @blueprint.get("/modules/<name>.js")
 def module_file(name: str) -> Response:
+    """A JS module registered with a file path (:meth:`Athena.register_module`)."""
     path = _state().modules.paths.get(name)
     if path is None:
         raise PageNotFound("No such module.")

@@ -63,6 +63,9 @@ class Broker(Protocol):
 
     def unsubscribe(self, topic: str, element: Any) -> None: ...
 
+    def members(self, topic: str) -> list[Any]:
+        """This worker's elements joined to ``topic`` (a copy)."""
+
     def broadcast(self, topic: str, method: str, args_json: str) -> int:
         """Call ``method`` on every element joined to ``topic``; return how many."""
 

@@ -111,6 +111,10 @@ class LocalTopics:
             if not members:
                 del self._members[topic]
 
+    def members(self, topic: str) -> list[Any]:
+        """This worker's elements joined to ``topic``, in join order (a copy)."""
+        return list(self._members.get(topic, ()))
+
     def deliver(self, topic: str, method: str, args_json: str) -> int:
         """Queue ``method(*args)`` for every member; return how many got it."""
         members = self._members.get(topic)
@@ -142,6 +146,9 @@ class MemoryBroker:
 
     def unsubscribe(self, topic: str, element: Any) -> None:
         self._topics.unsubscribe(topic, element)
+
+    def members(self, topic: str) -> list[Any]:
+        return self._topics.members(topic)
 
     def broadcast(self, topic: str, method: str, args_json: str) -> int:
         return self._topics.deliver(topic, method, args_json)

@@ -212,8 +212,17 @@ class RedisBroker:
             pipe.execute()
         self._outboxes[outbox.page_id] = outbox
 
+    def client(self) -> Any:
+        """This worker's Redis client (redis-py, ``decode_responses=True``) once
+        the worker is alive and subscribed, for services built on the broker
+        (presence). Raises :class:`BrokerUnavailable` when Redis is unreachable."""
+        return self._ready().client
+
     def subscribe(self, topic: str, element: Any) -> None:
         self._topics.subscribe(topic, element)
+
+    def members(self, topic: str) -> list[Any]:
+        return self._topics.members(topic)
 
     def unsubscribe(self, topic: str, element: Any) -> None:
         self._topics.unsubscribe(topic, element)

@@ -315,8 +315,8 @@ def test_two_hosts_share_one_redis_and_chat(redis_server: RedisServer) -> None:
         bob_stream.start()
         wait_until(lambda: alice_stream.served_by and bob_stream.served_by, timeout=30)
         assert alice.call("setUsername", "alice", base=b.url)[1] == ["alice"]
-        # (The example's presence list is per worker; the chat itself is not.)
-        assert "bob" in bob.call("setUsername", "bob", base=a.url)[1]
+        # "Here now" is presence: bob sees alice, who entered on the other host.
+        assert bob.call("setUsername", "bob", base=a.url)[1] == ["alice", "bob"]
         alice.call("say", "hi bob", base=b.url)
         bob.call("say", "hi alice", base=a.url)
         for stream in (alice_stream, bob_stream):

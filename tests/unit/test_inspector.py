@@ -68,7 +68,7 @@ def test_workers_json_lists_pages_elements_and_topics(make_app: Callable[..., Fl
     (described,) = worker["pages"]
     assert described["tree"][0]["class"] == "Recorder"
     assert described["tree"][0]["topics"] == ["room:lobby"]
-    assert worker["topics"] == [{"topic": "room:lobby", "members": 1, "presence": None}]
+    assert worker["topics"] == [{"topic": "room:lobby", "members": 1, "presence": 0}]
     # Page ids and tokens are secrets: never shown.
     text = json.dumps(body)
     assert page.config["page"] not in text and page.config["token"] not in text

@@ -1,5 +1,9 @@
 // The tutorial's chat widget: `say` goes to the server, `hear` comes back.
+// "Here now" is a presence list: one snapshot when entering, then diffs.
 import { Widget } from "athena";
+import { PresenceList } from "athena/presence";
+
+const byName = (a, b) => a.toLowerCase().localeCompare(b.toLowerCase());
 
 export class ChatterBox extends Widget {
   /**
@@ -10,7 +14,16 @@ export class ChatterBox extends Widget {
     super(node);
     this.username = username;
     this.messages = node.querySelector(".messages");
-    this.people = node.querySelector(".people");
+    this.peopleList = node.querySelector(".people");
+    // Who came and went is announced, except those already here when this
+    // tab entered (its first snapshot).
+    this.snapshotSeen = false;
+    this.quiet = false;
+    this.people = new PresenceList({
+      onJoin: (name, before) => { if (!before && !this.quiet) this.announce(`${name} joined the room`); },
+      onLeave: (name, after) => { if (!after && !this.quiet) this.announce(`${name} left the room`); },
+      onSync: (people) => this.showPeople(people.keys(byName)),
+    });
   }
 
   loaded() {
@@ -21,9 +34,8 @@ export class ChatterBox extends Widget {
   /** Bound to the name form's submit (data-athena-on). */
   async setName(event) {
     const input = this.node.querySelector("[name=username]");
-    const names = await this.callRemote("setUsername", input.value);
+    await this.callRemote("setUsername", input.value);
     this.username = input.value.trim();
-    this.presence(names);
     this.showRoom();
   }
 
@@ -50,14 +62,28 @@ export class ChatterBox extends Widget {
     item.append(": ", text);  // text nodes: HTML in a message shows as text
   }
 
-  /** Called by the server when somebody joins or leaves. */
+  /** Called by the server with everybody present (entering the room). */
+  presence_state(table) {
+    this.quiet = !this.snapshotSeen;
+    try {
+      this.people.setState(table);
+    } finally {
+      this.quiet = false;
+      this.snapshotSeen = true;
+    }
+  }
+
+  /** Called by the server when somebody joins or leaves (one diff). */
+  presence_diff(joins, leaves) {
+    this.people.applyDiff(joins, leaves);
+  }
+
   announce(text) {
     this.addLine("announce").textContent = text;
   }
 
-  /** Called by the server with everybody present. */
-  presence(names) {
-    this.people.replaceChildren(...names.map((name) => {
+  showPeople(names) {
+    this.peopleList.replaceChildren(...names.map((name) => {
       const li = document.createElement("li");
       li.textContent = name;
       return li;
