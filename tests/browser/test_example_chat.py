@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 
 from tests.browser.conftest import EXAMPLE_APP, UserFactory, start_server
-from tests.browser.engines import User
+from tests.browser.engines import Engine, User
 from tests.browser.live import LiveTab, open_live, wait_for, wait_value
 from tests.support import LiveServer
 
@@ -34,10 +34,23 @@ MESSAGE_INPUT = ".say-form input[name=text]"
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
-    server = start_server(EXAMPLE_APP, "example-chat", heartbeat=60, page_timeout=120)
-    yield server
-    server.stop()
+def servers() -> Iterator[dict[str, LiveServer]]:
+    started: dict[str, LiveServer] = {}
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture
+def server(servers: dict[str, LiveServer], engine: Engine) -> LiveServer:
+    """One chat server per engine: people one engine's tests leave behind (a
+    user closed with their cookie jar may take the close beacon with it)
+    must not be in the room another engine's tests start with."""
+    if engine.name not in servers:
+        servers[engine.name] = start_server(
+            EXAMPLE_APP, f"example-chat-{engine.name}", heartbeat=60, page_timeout=120
+        )
+    return servers[engine.name]
 
 
 Enter = Callable[[str], tuple[User, LiveTab]]
