@@ -8,8 +8,11 @@ of ``python -m bench``)::
 
 *before* is the example chat as it was: a ``ChatRoom`` object kept the
 names, and every join broadcast an announcement and the **whole** sorted
-name list to every member. *after* is the chat on ``athena.presence``: every
-member gets one small diff, the newcomer one snapshot. For each join it
+name list to every member. *hook* is presence with a ``presence_changed``
+hook that passes the diff on with ``call_remote`` (one call per member,
+each answered by its browser). *relay* is the chat today: presence with
+``presence_relay``, the diff relayed like a broadcast, serialized once. In
+both, every member gets one small diff and the newcomer one snapshot. For each join it
 counts the bytes of the SSE frames the join put in the members' outboxes
 (what the server sends) and the server CPU time the join took
 (``time.process_time``), then the newcomer leaves again, so every join
@@ -71,8 +74,9 @@ class BeforeBox(LiveElement):
         self.room.leave(self)
 
 
-class AfterBox(LiveElement):
-    """What ``example_app.chat.ChatterBox`` does."""
+class HookBox(LiveElement):
+    """Presence, the diff passed on by a hook with ``call_remote`` (a call
+    each member's browser answers)."""
 
     js_class = "ChatThing.ChatterBox"
 
@@ -90,6 +94,16 @@ class AfterBox(LiveElement):
 
     def presence_changed(self, topic: str, joins: Any, leaves: Any) -> None:
         self.call_remote("presence_diff", joins, leaves)
+
+
+class RelayBox(HookBox):
+    """What ``example_app.chat.ChatterBox`` does: the diff relayed as a
+    notification, serialized once per worker."""
+
+    presence_relay = "presence_diff"
+
+    def presence_changed(self, topic: str, joins: Any, leaves: Any) -> None:
+        pass
 
 
 def measure(make: Callable[[Athena], LiveElement], members: int, joins: int) -> dict[str, float]:
@@ -143,7 +157,11 @@ def main() -> None:
     parser.add_argument("--joins", type=int, default=50)
     options = parser.parse_args()
     results = {}
-    for name, factory in (("before", _before_factory()), ("after", AfterBox)):
+    for name, factory in (
+        ("before", _before_factory()),
+        ("hook", HookBox),
+        ("relay", RelayBox),
+    ):
         results[name] = measure(factory, options.members, options.joins)
     print(f"one join in a room of {options.members} members (median of {options.joins})")
     print(f"{'':8} {'bytes sent':>12} {'messages':>9} {'server CPU (ms)':>16}")
@@ -152,8 +170,11 @@ def main() -> None:
             f"{name:8} {figures['bytes']:>12,.0f} {figures['messages']:>9,.0f}"
             f" {figures['cpu_ms']:>16.2f}"
         )
-    b, a = results["before"], results["after"]
-    print(f"after/before: bytes {a['bytes'] / b['bytes']:.3f}, CPU {a['cpu_ms'] / b['cpu_ms']:.3f}")
+    b = results["before"]
+    for name in ("hook", "relay"):
+        a = results[name]
+        ratio_bytes, ratio_cpu = a["bytes"] / b["bytes"], a["cpu_ms"] / b["cpu_ms"]
+        print(f"{name}/before: bytes {ratio_bytes:.3f}, CPU {ratio_cpu:.3f}")
 
 
 def _before_factory() -> Callable[[Athena], LiveElement]:

@@ -15,6 +15,8 @@ import os
 import time
 from typing import Callable, cast
 
+from flask_athena.sse import SSEParser
+
 Response = tuple[int, dict[str, str], bytes]
 
 
@@ -283,7 +285,7 @@ class EventStream(asyncio.Protocol):
         self._raw = b""  # undecoded chunked bytes
         self._left = 0  # bytes left in the current chunk
         self._crlf = False  # a chunk's trailing CRLF is due
-        self._sse = b""  # decoded bytes not yet ending in a blank line
+        self._parser = SSEParser()  # flask_athena's, shared with the tests
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, hence cast.
@@ -338,25 +340,12 @@ class EventStream(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         if not self.ready.done():
             self.ready.set_result(0)
-        text = self._sse + data if self._sse else data
-        if not text.endswith(b"\n\n"):
-            cut = text.rfind(b"\n\n")
-            if cut < 0:
-                self._sse = text
-                return
-            self._sse = text[cut + 2 :]
-            text = text[: cut + 2]
-        else:
-            self._sse = b""
         on_message = self.on_message
-        for block in text.split(b"\n\n"):
-            if block.startswith(b"id: "):
-                nl = block.index(b"\n")
-                # "id: N\ndata: {...}": the only shape the servers send.
-                on_message(int(block[4:nl]), block[nl + 7 :])
-            elif block.startswith(b"event: "):
-                nl = block.index(b"\n")
-                self.on_event(block[7:nl], block[nl + 7 :])
+        for event in self._parser.feed(data):
+            if event.id is not None:
+                on_message(int(event.id), event.data.encode())
+            elif event.event != "message":
+                self.on_event(event.event.encode(), event.data.encode())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -3,14 +3,13 @@
 "Here now" is presence (``athena.presence``): each box tracks its user in the
 room, keyed by name, so a user with two tabs is listed once, on any number of
 workers and hosts. A join or leave reaches each member as one small diff
-(``presence_diff``); only the newcomer gets the whole list
+(``presence_diff``, relayed by ``presence_relay``); only the newcomer gets the whole list
 (``presence_state``), never every member on every join.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from flask import session
 
@@ -27,6 +26,10 @@ MAX_TEXT = 500
 class ChatterBox(LiveElement):
     jsClass = "ChatThing.ChatterBox"  # the tutorial's spelling works too
     template = "chatterbox.html"
+    # Every join or leave, on any worker, reaches the widget's
+    # presence_diff(joins, leaves): one small frame per member, the diff
+    # serialized once per worker.
+    presence_relay = "presence_diff"
 
     def __init__(self) -> None:
         super().__init__()
@@ -50,10 +53,6 @@ class ChatterBox(LiveElement):
         # Through the page's ordered stream, after the diffs already sent, so
         # the browser's list (snapshot + later diffs) is never out of order.
         self.call_remote("presence_state", athena.presence.list(TOPIC))
-
-    def presence_changed(self, topic: str, joins: Any, leaves: Any) -> None:
-        """Somebody came or went, on any worker: pass the diff on (O(1) per member)."""
-        self.call_remote("presence_diff", joins, leaves)
 
     @expose
     def setUsername(self, username: str) -> list[str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import render_template
 from markupsafe import Markup
 
 from . import registry
+from .protocol import JSONValue
 
 if TYPE_CHECKING:
     from .page import LivePage
@@ -34,6 +36,12 @@ class LiveElement:
     template: ClassVar[str | None] = None
     #: Tag of the widget's outer node.
     tag: ClassVar[str] = "div"
+    #: When set, every presence diff of a topic this element joined is also
+    #: sent to the JS widget as ``<presence_relay>(joins, leaves, topic)``: a
+    #: notification (no answer, no pending call), serialized once per diff
+    #: for all the worker's members. The cheapest way to keep a browser list
+    #: in sync (see :mod:`flask_athena.presence`).
+    presence_relay: ClassVar[str | None] = None
 
     # Class-level defaults, so a subclass that forgets super().__init__()
     # still works.
@@ -95,7 +103,7 @@ class LiveElement:
 
     # -- rendering ----------------------------------------------------------
 
-    def initial_arguments(self) -> list[Any]:
+    def initial_arguments(self) -> Sequence[JSONValue]:
         """JSON-able values passed to the JS constructor after the node."""
         return []
 
@@ -123,7 +131,7 @@ class LiveElement:
 
     # -- calls --------------------------------------------------------------
 
-    def call_remote(self, method: str, *args: Any) -> RemoteCall:
+    def call_remote(self, method: str, *args: object) -> RemoteCall:
         """Call ``method`` on the JS widget; return at once.
 
         The result object's ``get(timeout=None)`` blocks the calling greenlet
@@ -158,6 +166,7 @@ class LiveElement:
         return frozenset(self._topics or ())
 
     def leave(self, topic: str) -> None:
+        """Stop receiving broadcasts to ``topic`` (nothing happens if not joined)."""
         if self._topics and topic in self._topics:
             self._topics.discard(topic)
             if self.page is not None:

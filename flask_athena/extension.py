@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any
 
 from flask import Flask, current_app, has_app_context, has_request_context, session
 from flask.sessions import SecureCookieSessionInterface
 
 from . import ops
 from .config import DEFAULTS, AthenaConfig
-from .forwarding import run_forwarded
+from .forwarding import ClusterPages, serve_forwarded
 from .lane import ResultsLane
 from .modules import JSModules
 from .page import LivePage
 from .presence import Presence
-from .protocol import dumps
+from .protocol import JSONValue, dumps
 from .sessions import CachingSessionInterface
 from .state import SESSION_KEY, AthenaState
 from .transport import blueprint
@@ -58,8 +57,10 @@ class Athena:
         config = AthenaConfig.from_mapping(app.config)
         state = app.extensions["athena"] = AthenaState(app, config, self)
         if state.cluster is not None:
-            # Requests other workers forward to this one run through the app.
-            state.cluster.handler = partial(run_forwarded, app)
+            # Requests other workers forward to this one (pages it owns),
+            # and this worker's answers for pages other workers own.
+            state.cluster.handler = partial(serve_forwarded, state)
+            state.remote = ClusterPages(state, state.cluster)
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
         if config.fast_calls and type(app.session_interface) is SecureCookieSessionInterface:
             # Flask's public hook; an app with a session interface of its
@@ -116,7 +117,7 @@ class Athena:
             key = session[SESSION_KEY] = state.new_session_key()
         return state.open_page(key)
 
-    def broadcast(self, topic: str, method: str, *args: Any) -> int:
+    def broadcast(self, topic: str, method: str, *args: JSONValue) -> int:
         """Call ``method(*args)`` on every element joined to ``topic``.
 
         The arguments are serialized once for all receivers (so they cannot

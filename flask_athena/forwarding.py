@@ -1,43 +1,63 @@
 """Scale-out plumbing of the views (Redis broker only).
 
-A request for a page this worker does not own is handled here: POSTs are
-forwarded over Redis to the owner, which runs them through the app exactly as
-if they had arrived there (same cookie, same checks), and the answer is
-replayed; an event stream is served from the page's Redis stream, and the
-owner is told when it attaches and detaches, so ``connected()`` hooks run on
-the owner in a request context with the user's session.
+A request for a page this worker does not own is handled here, in two halves:
 
-A forwarded request carries ``environ["athena.forwarded"] = True``: it is
-never forwarded again, and only such requests reach the internal
-``_attach`` / ``_detach`` endpoints. No HTTP header can set an environ key
-without the ``HTTP_`` prefix, so a browser cannot forge the flag.
+- **Where the request arrived** (any worker): every check that needs no page
+  runs first, cheaply (Origin, content type, size, the batch's JSON shape,
+  the token's and the session's shape); only then is the owner looked up
+  and the request forwarded over Redis as data: the parsed batch, the
+  token, and what the owner needs to open the user's session (the cookie,
+  host, scheme, path). An event stream is served from the page's Redis
+  stream, and the owner is told when it attaches and detaches.
+- **On the owner** (:func:`serve_forwarded`, run by the broker's inbox
+  loop): the page, the session binding and the token are checked, then the
+  batch goes to :func:`~flask_athena.endpoint.answer_calls`, the one
+  function the calls view uses too. It runs in a request context made for
+  the user's session (no request is rebuilt or dispatched through Flask:
+  no routing, no body), so exposed methods and ``connected()`` hooks see
+  ``session``, ``g`` and ``url_for`` as on the worker that took the request;
+  session changes come back as ``Set-Cookie`` headers.
+
+The answer travels back as ``{"status", "body", "cookies"}`` and is replayed
+to the browser. A forwarded request is never forwarded again: the owner
+answers from its own pages only.
 """
 
 from __future__ import annotations
 
-import base64
+import io
 import logging
-from collections.abc import Generator
-from functools import partial
+import re
+import sys
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from flask import Flask, Response, request, session
-from werkzeug.test import EnvironBuilder, run_wsgi_app
+from flask import Response, request, session
 
 from . import signals
+from .endpoint import (
+    JSON_MIMETYPE,
+    TOKEN_HEADER,
+    answer_calls,
+    check_origin,
+    check_session,
+    checked_page,
+    find_page,
+    read_json_body,
+)
 from .errors import (
     AthenaError,
-    BodyTooLarge,
+    BadRequest,
     BrokerUnavailable,
     Forbidden,
     PageNotFound,
-    TooManyStreams,
 )
-from .protocol import HEARTBEAT_EVENT, dumps, loads, sse_retry
+from .protocol import HEARTBEAT_EVENT, JSONValue, dumps, loads, parse_batch, sse_retry
 from .state import SESSION_KEY
-from .stream import StreamBody, event_stream_response, gone, gone_response
+from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
 
 if TYPE_CHECKING:
     from .broker.redis import RedisBroker
@@ -46,73 +66,48 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_athena")
 
-#: The environ key that marks a request forwarded by another worker.
-FORWARDED = "athena.forwarded"
-#: Headers not copied into a forwarded request or its replayed answer.
-_SKIP_HEADERS = frozenset({"content-length", "content-type", "host", "transfer-encoding"})
 #: How often a stream served by a non-owner checks that the owner lives.
 _OWNER_CHECK = 1.0
+#: What a page token looks like (``secrets.token_urlsafe``): checked before
+#: forwarding, so a junk header costs no Redis round trip.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
-def is_forwarded() -> bool:
-    return bool(request.environ.get(FORWARDED))
+# -- where the request arrived --------------------------------------------------
 
 
-def _serialize(path: str, body: bytes) -> dict[str, Any]:
-    """The current request as JSON, with ``path`` and ``body`` (base64)."""
+def _context() -> dict[str, str]:
+    """What the owner needs to open this request's session and build URLs."""
     return {
-        "method": "POST",
-        "base": f"{request.scheme}://{request.host}{request.script_root}",
-        "path": path,
-        "query": request.query_string.decode("latin-1"),
-        "headers": [[k, v] for k, v in request.headers.items() if k.lower() not in _SKIP_HEADERS],
-        "content_type": request.headers.get("Content-Type"),
-        "body": base64.b64encode(body).decode("ascii"),
+        "scheme": request.scheme,
+        "host": request.host,
+        "root": request.script_root,
+        "path": request.path,
+        "cookie": request.headers.get("Cookie", ""),
         "remote": request.remote_addr or "",
     }
 
 
-def run_forwarded(app: Flask, req: dict[str, Any]) -> dict[str, Any]:
-    """Run a forwarded request through ``app`` on the owner; return its answer.
+def _session_key() -> str:
+    key = session.get(SESSION_KEY)
+    if not isinstance(key, str):
+        raise Forbidden("This page belongs to another session.")
+    return key
 
-    Called by the broker's inbox greenlet. Middleware around ``app.wsgi_app``
-    is skipped on purpose: it already ran on the worker that took the request
-    (the scheme and host sent here are the ones it computed).
-    """
-    builder = EnvironBuilder(
-        path=req["path"],
-        base_url=req["base"],
-        query_string=req["query"],
-        method=req["method"],
-        headers=[(k, v) for k, v in req["headers"]],
-        content_type=req["content_type"],
-        data=base64.b64decode(req["body"]),
-        environ_overrides={FORWARDED: True, "REMOTE_ADDR": req["remote"] or "127.0.0.1"},
-    )
-    try:
-        environ = builder.get_environ()
-    finally:
-        builder.close()
-    app_iter, status, headers = run_wsgi_app(partial(Flask.wsgi_app, app), environ, buffered=True)
-    try:
-        body = b"".join(app_iter)
-    finally:
-        close = getattr(app_iter, "close", None)
-        if close is not None:
-            close()
-    return {
-        "status": int(status.split(None, 1)[0]),
-        "headers": [[k, v] for k, v in headers.items() if k.lower() != "content-length"],
-        "body": base64.b64encode(body).decode("ascii"),
-    }
+
+def _check_token_shape(token: object) -> str:
+    if not isinstance(token, str) or not _TOKEN_SHAPE.fullmatch(token):
+        raise Forbidden("Missing or wrong page token.")
+    return token
 
 
 def _reply_response(reply: dict[str, Any]) -> Response:
-    return Response(
-        base64.b64decode(reply["body"]),
-        reply["status"],
-        headers=[(k, v) for k, v in reply["headers"]],
-    )
+    response = Response(reply.get("body") or None, int(reply["status"]), mimetype=JSON_MIMETYPE)
+    for cookie in reply.get("cookies", ()):
+        response.headers.add("Set-Cookie", cookie)
+    if reply.get("cookies"):
+        response.vary.add("Cookie")
+    return response
 
 
 def _forward_timeout(state: AthenaState) -> float:
@@ -120,68 +115,176 @@ def _forward_timeout(state: AthenaState) -> float:
     return state.config.call_timeout * 2 + 5.0
 
 
-def forward_post(state: AthenaState, broker: RedisBroker, page_id: str, closing: bool) -> Response:
-    """Forward this calls/close POST to the page's owner and replay its answer."""
-    limit = state.config.max_body_size
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge()
-    body: bytes = request.stream.read(limit + 1)
-    if len(body) > limit:
-        raise BodyTooLarge()
+def forward_calls(state: AthenaState, broker: RedisBroker, page_id: str) -> Response:
+    """Check this calls POST as far as possible here, then have the owner answer it.
+
+    Blocks the request's greenlet until the owner answers (bounded by
+    ``2 × ATHENA_CALL_TIMEOUT + 5`` seconds).
+    """
+    # The cheap checks first: a hostile request costs no Redis round trip.
+    check_origin(state, request)
+    body = read_json_body(state, request)
+    token = _check_token_shape(request.headers.get(TOKEN_HEADER))
+    _session_key()
+    parse_batch(body)  # the shape (400 here); the owner parses the value again
+    batch: JSONValue = loads(body)
     owner = broker.locate(page_id)
     if owner is None or owner == broker.worker_id:
-        if closing:
-            return Response(status=204)  # closing twice is fine
         raise PageNotFound()
-    reply = broker.forward(owner, _serialize(request.path, body), _forward_timeout(state))
-    signals.post_forwarded.send(
-        state.app, kind="close" if closing else "calls", status=reply["status"]
-    )
+    req = {"kind": "calls", "page": page_id, "token": token, "batch": batch, "ctx": _context()}
+    reply = broker.forward(owner, req, _forward_timeout(state))
+    signals.post_forwarded.send(state.app, kind="calls", status=reply["status"])
     return _reply_response(reply)
 
 
-def _prefix() -> str:
-    """The blueprint's URL prefix, as the request reached it.
+def forward_close(state: AthenaState, broker: RedisBroker, page_id: str) -> Response:
+    """Check this close POST (beacon) as far as possible here, then have the owner close."""
+    check_origin(state, request)
+    body = loads(read_json_body(state, request))
+    token = _check_token_shape(body.get("token") if isinstance(body, dict) else None)
+    _session_key()
+    owner = broker.locate(page_id)
+    if owner is None or owner == broker.worker_id:
+        return Response(status=204)  # closing twice is fine
+    req = {"kind": "close", "page": page_id, "token": token, "ctx": _context()}
+    reply = broker.forward(owner, req, _forward_timeout(state))
+    signals.post_forwarded.send(state.app, kind="close", status=reply["status"])
+    return _reply_response(reply)
 
-    Not parsed from ``request.path``: the shared stream
-    (``<prefix>/events``) attaches remote pages too.
+
+class ClusterPages:
+    """The :class:`~flask_athena.broker.RemotePages` of the Redis broker:
+    ``AthenaState.remote`` when ``ATHENA_BROKER_URL`` is set."""
+
+    def __init__(self, state: AthenaState, broker: RedisBroker) -> None:
+        self._state = state
+        self._broker = broker
+
+    def calls(self, page_id: str) -> Response:
+        return forward_calls(self._state, self._broker, page_id)
+
+    def close(self, page_id: str) -> Response:
+        return forward_close(self._state, self._broker, page_id)
+
+    def events(self, page_id: str, last: int, retry_ms: int) -> Response:
+        return remote_events(self._state, self._broker, page_id, last, retry_ms)
+
+
+# -- on the owner ------------------------------------------------------------------
+
+
+@contextmanager
+def _user_context(state: AthenaState, ctx: dict[str, str]) -> Iterator[list[str]]:
+    """A request context holding the user's session (opened from their cookie).
+
+    Yields a list that receives the ``Set-Cookie`` values of a changed
+    session when the block ends. Only what Flask needs to open the session
+    and build URLs is set: there is no body, and nothing is dispatched.
     """
-    if request.endpoint == "athena.shared_events":
-        return request.path[: -len("/events")]  # "<prefix>/events" -> "<prefix>"
-    return request.path.rsplit("/", 2)[0]  # "<prefix>/<page>/events" -> "<prefix>"
+    app = state.app
+    host, _, port = ctx["host"].partition(":")
+    scheme = ctx["scheme"]
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": ctx["root"],
+        "PATH_INFO": ctx["path"][len(ctx["root"]) :],
+        "QUERY_STRING": "",
+        "SERVER_NAME": host,
+        "SERVER_PORT": port or ("443" if scheme == "https" else "80"),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": ctx["host"],
+        "REMOTE_ADDR": ctx["remote"] or "127.0.0.1",
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    if ctx["cookie"]:
+        environ["HTTP_COOKIE"] = ctx["cookie"]
+    cookies: list[str] = []
+    with app.request_context(environ) as request_context:
+        yield cookies
+        user_session = request_context.session
+        if user_session is not None and not app.session_interface.is_null_session(user_session):
+            response = app.response_class()
+            app.session_interface.save_session(app, user_session, response)
+            cookies.extend(response.headers.getlist("Set-Cookie"))
 
 
-def _internal(
-    broker: RedisBroker, owner: str, page_id: str, what: str, body: Any
-) -> dict[str, Any]:
-    prefix = _prefix()
-    req = _serialize(f"{prefix}/{page_id}/{what}", dumps(body).encode())
-    req["content_type"] = "application/json"
-    return broker.forward(owner, req, 10.0)
+def serve_forwarded(state: AthenaState, req: dict[str, Any]) -> dict[str, Any]:
+    """Answer a request another worker forwarded: ``{"status", "body", "cookies"}``.
+
+    Runs in a greenlet of the broker's inbox pool on the owner; blocks while
+    the batch's exposed methods run. Errors of the request (unknown page,
+    foreign session, bad token, bad batch) are answers, not exceptions.
+    """
+    try:
+        kind, page_id, ctx = req["kind"], req["page"], req["ctx"]
+        if not isinstance(page_id, str) or not isinstance(ctx, dict):
+            raise BadRequest()
+        with _user_context(state, ctx) as cookies:
+            status, body = _serve(state, kind, page_id, req)
+        return {"status": status, "body": body, "cookies": cookies}
+    except AthenaError as exc:
+        return {"status": exc.status_code, "body": dumps({"error": exc.to_json()}), "cookies": []}
+    except (KeyError, TypeError) as exc:
+        raise BadRequest("Malformed forwarded request.") from exc
+
+
+def _serve(state: AthenaState, kind: str, page_id: str, req: dict[str, Any]) -> tuple[int, str]:
+    if kind == "calls":
+        page = checked_page(state, page_id, session.get(SESSION_KEY), req["token"])
+        batch = parse_batch(dumps(req["batch"]))
+        return answer_calls(state, page, batch)
+    if kind == "close":
+        closing = state.pages.get(page_id)
+        if closing is not None:
+            checked_page(state, page_id, session.get(SESSION_KEY), req["token"])
+            closing.close("closed")
+        return 204, ""
+    if kind == "attach":
+        page = find_page(state, page_id)
+        check_session(page, session)
+        reader = req["reader"]
+        if not isinstance(reader, str):
+            raise BadRequest()
+        generation = page.attach_stream()
+        page.outbox.served_by(reader)
+        return 200, dumps({"gen": generation})
+    if kind == "detach":
+        detached = state.pages.get(page_id)
+        generation = req["gen"]
+        if detached is not None and isinstance(generation, int):
+            if generation == detached.stream_generation:
+                detached.outbox.served_by(None)
+            detached.detach_stream(generation)
+        return 204, ""
+    raise BadRequest("Unknown forwarded request.")
+
+
+# -- event streams of pages another worker owns --------------------------------------
 
 
 def remote_events(
-    state: AthenaState,
-    broker: RedisBroker,
-    page_id: str,
-    last: int,
-    retry_ms: int,
-    ack: bool = True,
+    state: AthenaState, broker: RedisBroker, page_id: str, last: int, retry_ms: int
 ) -> Response:
     """Serve the event stream of a page another worker owns, from Redis."""
     owner = broker.locate(page_id)
     if owner is None or owner == broker.worker_id:
         return gone_response("unknown-page", retry_ms)
-    key = session.get(SESSION_KEY)
-    if not isinstance(key, str):
-        raise Forbidden("This page belongs to another session.")
-    if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
-        raise TooManyStreams()
+    key = _session_key()
+    admit_stream(state, key)
     # Register for wake-ups before the first read, so nothing falls between.
     reader = broker.reader(page_id)
+    ctx = _context()
     try:
-        reply = _internal(
-            broker, owner, page_id, "_attach", {"reader": broker.worker_id, "last": last}
+        reply = broker.forward(
+            owner,
+            {"kind": "attach", "page": page_id, "reader": broker.worker_id, "ctx": ctx},
+            10.0,
         )
     except PageNotFound:  # the owner died meanwhile
         reader.close()
@@ -194,11 +297,11 @@ def remote_events(
         if reply["status"] == 404:
             return gone_response("unknown-page", retry_ms)
         return _reply_response(reply)
-    generation = int(loads(base64.b64decode(reply["body"]))["gen"])
+    generation = int(loads(reply["body"])["gen"])
     # From here on the owner counts the stream as attached: every way out
     # goes through stream.close(), which tells it.
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
-    stream = RemoteEventStream(state, broker, reader, owner, key, generation)
+    stream = RemoteEventStream(state, broker, reader, owner, key, generation, ctx)
     try:
         frames = broker.read_stream(page_id, last, None)
         if frames is None:
@@ -208,7 +311,7 @@ def remote_events(
         # Last-Event-ID beyond the newest one trimmed first would forget
         # messages the browser never had (its replay from 0 found nothing
         # and no ``gone``: a silent loss).
-        if last and ack:  # a shared stream's last is no ack (see page_events)
+        if last:
             broker.trim(page_id, last)
     except AthenaError:
         stream.close()
@@ -238,18 +341,20 @@ class RemoteEventStream(StreamBody):
         owner: str,
         session_key: str,
         generation: int,
+        ctx: dict[str, str],
     ) -> None:
         super().__init__(state, session_key)
         self._broker = broker
         self._reader = reader
         self._owner = owner
         self._generation = generation
-        # Built now, in the request context: close() runs without one.
-        prefix = _prefix()
-        self._detach_request = _serialize(
-            f"{prefix}/{reader.page_id}/_detach", dumps({"gen": generation}).encode()
-        )
-        self._detach_request["content_type"] = "application/json"
+        # Built now, from the request's context: close() runs without one.
+        self._detach_request: dict[str, Any] = {
+            "kind": "detach",
+            "page": reader.page_id,
+            "gen": generation,
+            "ctx": ctx,
+        }
 
     def start(self, cursor: int, frames: list[bytes], retry_ms: int) -> None:
         self._body = self._run(cursor, frames, retry_ms)

@@ -436,7 +436,8 @@ def _on_page_gone(sender: Any, reason: str = "", **extra: Any) -> None:
     if ops is None:
         return
     _log(logging.INFO, "browser told its page is gone", "page-gone", reason=reason)
-    ops.record_error("gone", "gone", reason)
+    if reason != "closed":  # "closed": the browser closed it itself (its tab left)
+        ops.record_error("gone", "gone", reason)
     if ops.metrics is not None:
         ops.metrics.gone(reason)
 

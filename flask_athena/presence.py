@@ -34,7 +34,7 @@ from flask import current_app, has_app_context
 
 from . import signals
 from .errors import PresenceFull, PresenceMetaTooLarge
-from .protocol import JSONValue, dumps
+from .protocol import JSONValue, call_message, dumps
 
 if TYPE_CHECKING:
     from .element import LiveElement
@@ -207,11 +207,21 @@ class PresenceView:
                 self._run_hooks(topic, joins, leaves)
 
     def _run_hooks(self, topic: str, joins: Presences, leaves: Presences) -> None:
+        relay_json: str | None = None
         # A hook may make an element leave (or close a page): iterate a copy.
         for element in list(self.state.broker.members(topic)):
-            if element.page is None:
+            page = element.page
+            if page is None:
                 continue
             try:
+                if element.presence_relay and element.id is not None and not page.closed:
+                    # Like a broadcast: serialized once, no answer expected,
+                    # so a join costs each member one small frame.
+                    if relay_json is None:
+                        relay_json = dumps([joins, leaves, topic])
+                    page.outbox.publish(
+                        call_message(None, element.id, element.presence_relay, relay_json)
+                    )
                 element.presence_changed(topic, joins, leaves)
             except Exception:  # user code: log, the other members still hear
                 logger.exception("presence_changed of %r raised", element)

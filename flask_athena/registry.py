@@ -53,6 +53,7 @@ def expose(func: F) -> F:
 
 
 def is_exposed(func: Any) -> bool:
+    """Whether ``func`` was marked with :func:`expose`."""
     return getattr(func, _MARK, False) is True
 
 

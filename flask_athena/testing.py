@@ -14,6 +14,9 @@ outbox::
         box = page.widget("ChatThing.ChatterBox")
         assert page.call(box, "say", "hello") == 5
         assert page.received_calls("hear") == [["alice", "hello"]]
+
+What a test sends is typed as wire data (``JSONValue``); what it gets back
+is ``Any``, the decoded JSON a test compares or indexes at will.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from werkzeug.test import TestResponse
 
 from .errors import AthenaError, RemoteError
 from .page import LivePage
+from .protocol import JSONValue
+from .sse import parse_events
 from .state import AthenaState
 
 _META = re.compile(r'<meta name="athena-config" content="([^"]*)">')
@@ -43,7 +48,7 @@ class Widget(NamedTuple):
 
     id: int
     js_class: str
-    args: list[Any]
+    args: list[JSONValue]
 
 
 class CallFailed(AthenaError):
@@ -120,7 +125,7 @@ class TestPage:
 
     def post(
         self,
-        body: Any,
+        body: JSONValue | bytes,
         headers: dict[str, str] | None = None,
         path: str | None = None,
     ) -> tuple[int, Any]:
@@ -154,7 +159,7 @@ class TestPage:
 
     # -- browser → server ---------------------------------------------------
 
-    def call(self, widget: Widget | int, method: str, *args: Any, **kwargs: Any) -> Any:
+    def call(self, widget: Widget | int, method: str, *args: JSONValue, **kwargs: JSONValue) -> Any:
         """Call an exposed method and return its value.
 
         Raises :class:`CallFailed` for a whole-request error or a client error
@@ -174,6 +179,7 @@ class TestPage:
         return result["ok"]
 
     def detach(self, widget: Widget | int) -> tuple[int, Any]:
+        """Detach ``widget`` as the browser would (a sequenced ``detach`` message)."""
         wid = widget.id if isinstance(widget, Widget) else widget
         return self.send({"type": "detach", "widget": wid})
 
@@ -184,12 +190,10 @@ class TestPage:
         frames = self.live.outbox.read(self._read)
         if frames is None:
             raise AssertionError("the outbox was trimmed past what this test read")
-        messages = []
-        for frame in frames:
-            head, _, data = frame.decode().partition("\ndata: ")
-            self._read = int(head.removeprefix("id: "))
-            messages.append(json.loads(data))
-        return messages
+        events = parse_events(b"".join(frames))
+        if events:
+            self._read = int(events[-1].id or self._read)
+        return [json.loads(event.data) for event in events]
 
     def received_calls(self, method: str | None = None) -> list[list[Any]]:
         """The ``args`` of ``call`` messages received (of ``method`` if given)."""
@@ -199,9 +203,11 @@ class TestPage:
             if m["type"] == "call" and (method is None or m["method"] == method)
         ]
 
-    def answer(self, call: int, value: Any = None, error: tuple[str, str] | None = None) -> None:
+    def answer(
+        self, call: int, value: JSONValue = None, error: tuple[str, str] | None = None
+    ) -> None:
         """Answer server → browser call ``call`` (with ``error=(name, message)`` to throw)."""
-        message: dict[str, Any] = {"type": "result", "call": call}
+        message: dict[str, JSONValue] = {"type": "result", "call": call}
         if error is None:
             message["ok"] = value
         else:
@@ -209,6 +215,7 @@ class TestPage:
         self.send(message)
 
     def close(self) -> int:
+        """Send the close beacon; return its status (204)."""
         response = self.client.flask.post(
             self.config["close"],
             json={"token": self.config["token"]},
@@ -226,6 +233,7 @@ class AthenaClient:
 
     @property
     def state(self) -> AthenaState:
+        """The app's flask_athena state (its pages, config, broker)."""
         state: AthenaState = self.app.extensions["athena"]
         return state
 

@@ -23,7 +23,6 @@ from .endpoint import (
     check_token,
     checked_calls,
     error_response,
-    find_page,
     http_error_response,
     internal_error_response,
     read_json_body,
@@ -34,19 +33,16 @@ from .errors import (
     BrokerUnavailable,
     PageNotFound,
     TooManyPages,
-    TooManyStreams,
 )
-from .forwarding import forward_post, is_forwarded, remote_events
 from .page import LivePage
 from .protocol import (
     HEARTBEAT_EVENT,
-    dumps,
     loads,
     sse_retry,
 )
 from .shared_stream import shared_events
 from .state import AthenaState
-from .stream import StreamBody, event_stream_response, gone, gone_response
+from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
 
 logger = logging.getLogger("flask_athena")
 
@@ -99,17 +95,18 @@ def calls(page_id: str) -> Response:
     """Browser → server calls: the checks of :mod:`~flask_athena.endpoint`, in order,
     then :func:`~flask_athena.endpoint.answer_calls` in this request's context."""
     state = _state()
-    if state.cluster is not None and page_id not in state.pages and not is_forwarded():
-        return forward_post(state, state.cluster, page_id, closing=False)
+    if state.remote is not None and page_id not in state.pages:
+        return state.remote.calls(page_id)  # another worker owns it
     page, batch = checked_calls(state, page_id, request, session)
     return calls_response(*answer_calls(state, page, batch))
 
 
 @blueprint.post("/<page_id>/close")
 def close(page_id: str) -> Response:
+    """The beacon: the browser left; close the page (204, also when already closed)."""
     state = _state()
-    if state.cluster is not None and page_id not in state.pages and not is_forwarded():
-        return forward_post(state, state.cluster, page_id, closing=True)
+    if state.remote is not None and page_id not in state.pages:
+        return state.remote.close(page_id)
     check_origin(state, request)
     body = loads(read_json_body(state, request))
     page = state.pages.get(page_id)
@@ -131,6 +128,11 @@ def _last_event_id() -> int:
 
 @blueprint.get("/<page_id>/events")
 def events(page_id: str) -> Response:
+    """The page's event stream: replay after ``Last-Event-ID``, then live messages.
+
+    The response body (:class:`EventStream`) runs in the request's greenlet
+    for as long as the connection stays open.
+    """
     return page_events(page_id, _last_event_id())
 
 
@@ -145,12 +147,13 @@ def page_events(page_id: str, last: int, ack: bool = True) -> Response:
     both attach pages through this; runs in the request's context and greenlet.
     ``ack``: ``last`` also acknowledges (the page's own Last-Event-ID does; a
     shared stream's leader only knows what it relayed, not what the tab has).
+    A page another worker owns is served by the broker, which acknowledges.
     """
     state = _state()
     check_stream_origin(state, request)
-    if state.cluster is not None and page_id not in state.pages:
-        # Another worker owns the page: stream it from Redis.
-        return remote_events(state, state.cluster, page_id, last, RETRY_MS, ack=ack)
+    if state.remote is not None and page_id not in state.pages:
+        # Another worker owns the page: the broker serves its stream.
+        return state.remote.events(page_id, last, RETRY_MS)
     page = state.pages.get(page_id)
     if page is None or page.closed:
         # Not an error status: EventSource hides those. The browser must
@@ -161,8 +164,7 @@ def page_events(page_id: str, last: int, ack: bool = True) -> Response:
     if frames is None:
         return gone_response("outbox-trimmed", RETRY_MS)
     key = page.session_key
-    if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
-        raise TooManyStreams()
+    admit_stream(state, key)
     if ack:
         page.outbox.ack(last)
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
@@ -236,53 +238,11 @@ class EventStream(StreamBody):
                 yield b"".join(fresh)
 
     def local_page(self) -> LivePage:
+        """The page (this worker owns it)."""
         return self._page
 
     def _release(self) -> None:
         self._page.stream_ended(self, self._generation)
-
-
-# -- internal endpoints of the Redis broker ------------------------------------
-# Reached only by requests another worker forwarded (environ flag, see
-# forwarding.py); anybody else gets the same 404 as for an unknown page.
-
-
-def _forwarded_page(state: AthenaState, page_id: str) -> LivePage:
-    page = find_page(state, page_id)
-    if not is_forwarded():
-        raise PageNotFound()
-    return page
-
-
-@blueprint.post("/<page_id>/_attach")
-def attach_remote(page_id: str) -> Response:
-    """A worker that does not own the page serves its stream: attach it here."""
-    state = _state()
-    page = _forwarded_page(state, page_id)
-    check_session(page, session)
-    body = loads(read_json_body(state, request))
-    reader = body.get("reader") if isinstance(body, dict) else None
-    if not isinstance(reader, str):
-        raise BadRequest()
-    generation = page.attach_stream()
-    page.outbox.served_by(reader)
-    return Response(dumps({"gen": generation}), mimetype="application/json")
-
-
-@blueprint.post("/<page_id>/_detach")
-def detach_remote(page_id: str) -> Response:
-    """The stream another worker served for this page ended."""
-    state = _state()
-    if not is_forwarded():
-        raise PageNotFound()
-    page = state.pages.get(page_id)
-    body = loads(read_json_body(state, request))
-    generation = body.get("gen") if isinstance(body, dict) else None
-    if page is not None and isinstance(generation, int):
-        if generation == page.stream_generation:
-            page.outbox.served_by(None)
-        page.detach_stream(generation)
-    return Response(status=204)
 
 
 def _wrong_method(page_id: str, allowed: str) -> Response:
@@ -305,6 +265,7 @@ for _endpoint, _allowed in (("calls", "POST"), ("close", "POST"), ("events", "GE
 
 @blueprint.get("/modules/<name>.js")
 def module_file(name: str) -> Response:
+    """A JS module registered with a file path (:meth:`Athena.register_module`)."""
     path = _state().modules.paths.get(name)
     if path is None:
         raise PageNotFound("No such module.")

@@ -37,6 +37,8 @@ from typing import Any, Callable
 import requests
 import urllib3
 
+from flask_athena.sse import SSEEvent as SSEEvent
+from flask_athena.sse import SSEParser as SSEParser
 from flask_athena.testing import Widget, parse_widgets
 
 _META = re.compile(r'<meta name="athena-config" content="([^"]*)">')
@@ -55,69 +57,6 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 
 
 # -- server-sent events -------------------------------------------------------
-
-
-@dataclass
-class SSEEvent:
-    """One dispatched event. ``id`` is the id field of *this* event, if any."""
-
-    event: str
-    data: str
-    id: str | None = None
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-class SSEParser:
-    """Incremental parser of the ``text/event-stream`` format (WHATWG rules).
-
-    Bytes go in with :meth:`feed`; complete events come out. An event is only
-    dispatched at its blank line, so a stream cut mid-message loses the
-    partial message instead of delivering half of it.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._event = ""
-        self._data: list[str] = []
-        self._id: str | None = None
-        #: Last ``retry:`` value seen, in milliseconds.
-        self.retry: int | None = None
-
-    def feed(self, chunk: bytes) -> list[SSEEvent]:
-        self._buffer += chunk
-        events: list[SSEEvent] = []
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                return events
-            raw, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
-            line = raw.rstrip(b"\r").decode("utf-8")
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
-
-    def _line(self, line: str) -> SSEEvent | None:
-        if line == "":
-            if not self._data and self._id is None and not self._event:
-                return None
-            event = SSEEvent(self._event or "message", "\n".join(self._data), self._id)
-            self._event, self._data, self._id = "", [], None
-            return event
-        if line.startswith(":"):
-            return None  # a comment
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            self._data.append(value)
-        elif name == "id":
-            self._id = value
-        elif name == "retry" and value.isdigit():
-            self.retry = int(value)
-        return None
 
 
 class SmallBufferAdapter(requests.adapters.HTTPAdapter):

@@ -52,5 +52,14 @@ bash tests/js/check.sh
 echo "== Sphinx docs (-W: a warning fails)"
 .venv/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
+if [ $# -eq 0 ]; then
+  # The whole run (CI): the unit tests against the oldest Flask supported too
+  # (noxfile.py; the latest is .venv's own). Skipped when arguments pick tests.
+  # The hypothesis fuzz of the endpoints (most of the unit tests' time) runs
+  # once, in pytest below: what it checks does not depend on Flask's version.
+  echo "== nox: tests/unit with the oldest supported Flask"
+  .venv/bin/nox -s "unit(flask='oldest')" -- --ignore=tests/unit/test_fuzz_endpoints.py
+fi
+
 echo "== pytest"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -33,7 +33,8 @@ from .redis_common import (
 from .redis_subscriber import Replies
 
 logger = logging.getLogger("flask_athena")
-#: Runs a forwarded request on the owner: request dict -> reply dict.
+#: Runs a forwarded request on the owner: request dict -> reply dict
+#: (``{"status", "body", "cookies"}``, see ``flask_athena.forwarding``).
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -143,16 +144,22 @@ class InboxServer(Loop):
         handler = self.handler
         try:
             if handler is None:
-                reply: dict[str, Any] = {"status": 503, "headers": [], "body": ""}
+                reply = _error_reply(503, "broker-unavailable", "The app is not ready.")
             else:
                 reply = handler(req)
         except Exception as exc:  # boundary: one request must not end the inbox
             self.item_failed("a forwarded request", exc)
             # The sender learns at once instead of waiting for its timeout.
-            reply = {"status": 500, "headers": [], "body": ""}
+            reply = _error_reply(500, "internal-error", "Internal server error.")
         try:
             conn.client.publish(
                 wake_channel(sender), json.dumps({"k": "reply", "r": rid, "v": reply})
             )
         except Exception as exc:  # boundary: the sender times out (504) and retries
             self.item_failed("the reply of a forwarded request", exc)
+
+
+def _error_reply(status: int, code: str, message: str) -> dict[str, Any]:
+    """A reply in the handler's shape, with the JSON error body every endpoint sends."""
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return {"status": status, "body": body, "cookies": []}

@@ -1,4 +1,9 @@
-"""Issue 13: no message can stop a loop that serves a whole worker (Redis mode).
+"""Issue 13 in Redis mode: hostile input must not hurt anyone else.
+
+No message can stop a loop that serves a whole worker; a forged
+``Last-Event-ID`` cannot make a page's stream forget messages; a request
+that fails a cheap check is refused where it arrived, before it costs the
+page's owner anything.
 
 ``tests.apps.redis_app:app`` under ``gunicorn -k gevent -w 2`` sharing a real
 ``redis-server``. The broker's loops (writer, subscriber, poller, inbox,
@@ -8,6 +13,7 @@ on its own while every other page keeps getting its messages and heartbeats.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +26,7 @@ from tests.integration.redis_support import (
     RedisServer,
     Stream,
     connection,
+    connection_to,
     in_room,
     redis_server,
 )
@@ -149,4 +156,51 @@ def test_regression_non_owner_trimmed_redis_outbox_for_a_last_event_id_beyond_th
     assert [e[0] for e in redis_server.client().xrange(stream_key)] == ["0-1", "1-0", "2-0", "3-0"]
     ids, gone = _read_events(server.url, page, 0, avoid=page.owner)
     assert (ids, gone) == ([1, 2, 3], None)
+    assert page.close() == 204
+
+
+def test_regression_non_owner_forwarded_requests_before_any_cheap_check(
+    server: LiveServer, redis_server: RedisServer
+) -> None:
+    page = Page(server.url)
+    good_headers = {
+        "Content-Type": "application/json",
+        "Origin": server.url,
+        "X-Athena-Token": page.config["token"],
+    }
+    body = json.dumps({"messages": page.next_call("whoami")})
+
+    def rpushes() -> int:
+        stats = redis_server.client().info("commandstats")
+        return int(stats.get("cmdstat_rpush", {}).get("calls", 0))
+
+    def post(headers: dict[str, str], data: str | bytes, cookies: bool = True) -> requests.Response:
+        session, _ = connection_to(
+            server.url, page.cookies if cookies else None, lambda pid: pid != page.owner
+        )
+        with session:
+            return session.post(
+                server.url + page.config["calls"], data=data, headers=headers, timeout=30
+            )
+
+    before = rpushes()
+    refused = [
+        (post({**good_headers, "Origin": "http://evil.example"}, body), 403),
+        (post({**good_headers, "Content-Type": "text/plain"}, body), 415),
+        (post(good_headers, b"x" * (2 * 1024 * 1024)), 413),
+        (post({**good_headers, "X-Athena-Token": "not a token!"}, body), 403),
+        (post(good_headers, body, cookies=False), 403),  # no session at all
+        (post(good_headers, '{"messages": "nope"}'), 400),
+    ]
+    for response, status in refused:
+        assert response.status_code == status, response.text
+        assert response.headers["Content-Type"] == "application/json"
+        assert "code" in response.json()["error"]
+    # None of them reached Redis, let alone the owner.
+    assert rpushes() == before
+    # A good one is forwarded, answered by the owner, once.
+    response = post(good_headers, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["results"] == [{"seq": page.seq, "ok": page.owner}]
+    assert rpushes() == before + 1
     assert page.close() == 204

@@ -63,3 +63,13 @@ def test_the_recent_errors_of_the_inspector_are_bounded(make_app: Callable[..., 
     errors = app.extensions["athena"].ops.errors
     assert len(errors) == 50
     assert errors[-1]["kind"] == "stream-cut"
+
+
+def test_a_browser_closing_its_own_page_is_not_a_recent_error(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app()
+    signals.page_gone.send(app, reason="closed")
+    signals.page_gone.send(app, reason="outbox-trimmed")
+    errors = app.extensions["athena"].ops.errors
+    assert [e["detail"] for e in errors] == ["outbox-trimmed"]

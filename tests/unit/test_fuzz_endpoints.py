@@ -28,9 +28,10 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flask_athena.sse import parse_events
 from flask_athena.testing import AthenaClient, TestPage
 
-from .widgets import ORIGIN, Recorder, element, parse_frames, state_of
+from .widgets import ORIGIN, Recorder, element, state_of
 
 MAX_BODY = 4096
 REQUESTS_PER_EXAMPLE = 2
@@ -360,7 +361,9 @@ class Storm:
             assert status == 200
             chunk = next(iter(response.response), b"")  # a live stream never ends: one chunk
             assert b"Traceback" not in chunk
-            assert all("data" in e or "retry" in e for e in parse_frames(chunk))
+            # Whole events only, each with its data (a retry: field is no event).
+            assert chunk.endswith(b"\n\n")
+            assert all(e.data for e in parse_events(chunk))
             return
         data = response.get_data()
         assert b"Traceback" not in data
@@ -396,12 +399,12 @@ class Storm:
         call = element(victim).call_remote("pong", "once")
         response = victim.client.flask.get(victim.config["events"])
         try:
-            events = [e for e in parse_frames(next(iter(response.response))) if "id" in e]
+            events = [e for e in parse_events(next(iter(response.response))) if e.id is not None]
         finally:
             response.close()
         assert len(events) == 1
-        assert events[0]["id"] == "1"
-        assert json.loads(events[0]["data"]) == {
+        assert events[0].id == "1"
+        assert events[0].json() == {
             "type": "call",
             "call": call.call_id,
             "widget": 1,

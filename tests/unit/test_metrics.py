@@ -249,3 +249,23 @@ def test_make_wsgi_app_mounts_with_dispatcher_middleware(app: Flask) -> None:
     response = Client(mounted).get("/metrics")
     assert response.status_code == 200
     assert b"athena_pages_open" in response.data
+
+
+def test_presence_members_per_topic_follow_joins_and_leaves(
+    make_app: Callable[..., Flask],
+) -> None:
+    from .test_presence import ROOM, Member
+
+    app = make_app(lambda: [Member()], ATHENA_METRICS=True)
+    alice, bob = AthenaClient(app).open(), AthenaClient(app).open()
+    alice.connect()
+    bob.connect()
+    try:
+        alice.call(1, "enter", "alice")
+        bob.call(1, "enter", "bob")
+        assert value("athena_presence_members", topic=ROOM) == 2
+        bob.call(1, "exit")
+        assert value("athena_presence_members", topic=ROOM) == 1
+    finally:
+        alice.disconnect()
+        bob.disconnect()

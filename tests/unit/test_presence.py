@@ -285,3 +285,29 @@ def test_sync_functions_agree_with_the_js_helper(case: dict[str, Any]) -> None:
     else:
         joins, leaves = sync_state(state, case["new_state"])
         assert {"joins": joins, "leaves": leaves} == case["expect"]
+
+
+class Relayed(Member):
+    js_class = "Test.Relayed"
+    presence_relay = "people_changed"
+
+
+def test_presence_relay_sends_each_diff_as_one_notification(make_app: Callable[..., Flask]) -> None:
+    app = make_app(lambda: [Relayed()])
+    pages = [opened(app) for _ in range(3)]
+    try:
+        pages[0].call(1, "enter", "a")
+        relayed = [
+            [m for m in page.received() if m.get("method") == "people_changed"] for page in pages
+        ]
+        table = athena_of(app).presence.list(ROOM)
+        for messages in relayed:
+            (message,) = messages
+            # A notification: no call id, so the browser sends no answer.
+            assert message["call"] is None and message["widget"] == 1
+            assert message["args"] == [table, {}, ROOM]
+        # The hook still runs too.
+        assert all(len(member(page).diffs) == 1 for page in pages)
+    finally:
+        for page in pages:
+            page.disconnect()

@@ -16,10 +16,11 @@ from flask import Flask
 from gevent.event import Event
 
 from flask_athena import signals
+from flask_athena.sse import parse_events
 from flask_athena.stream import StreamCut
 from flask_athena.testing import AthenaClient, TestPage, collect_signal
 
-from .widgets import Recorder, element, parse_frames
+from .widgets import Recorder, element
 
 OUTBOX_SIZE = 10
 HEARTBEAT = 0.5
@@ -115,7 +116,7 @@ def test_a_stream_that_keeps_up_is_never_cut(page: TestPage) -> None:
         publish(page, OUTBOX_SIZE - 1)  # a backlog past half the outbox, all written
         gevent.sleep(0.01)
         assert page.live.stream_attached and not server.dead
-        ids = [int(e["id"]) for e in parse_frames(b"".join(chunks)) if "id" in e]
+        ids = [int(e.id) for e in parse_events(b"".join(chunks)) if e.id is not None]
         assert ids == list(range(1, OUTBOX_SIZE))
     finally:
         server.kill()

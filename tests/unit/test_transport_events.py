@@ -9,9 +9,10 @@ import pytest
 from flask import Flask
 
 from flask_athena import signals
+from flask_athena.sse import SSEEvent, SSEParser, parse_events
 from flask_athena.testing import AthenaClient, TestPage, collect_signal
 
-from .widgets import Recorder, element, first_chunk, parse_frames
+from .widgets import Recorder, element, first_chunk
 
 
 @pytest.fixture
@@ -30,15 +31,17 @@ def stream(page: TestPage, last: int | None = None, query: str = "") -> Any:
 
 
 def ids(chunk: bytes) -> list[int]:
-    return [int(event["id"]) for event in parse_frames(chunk) if "id" in event]
+    return [int(event.id) for event in parse_events(chunk) if event.id is not None]
 
 
 def test_unknown_page_answers_200_with_a_gone_event(app: Flask) -> None:
     response = app.test_client().get("/_athena/no-such-page/events")
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
-    events = parse_frames(response.data)
-    assert events == [{"retry": "1000"}, {"event": "gone", "data": '{"reason":"unknown-page"}'}]
+    parser = SSEParser()
+    events = parser.feed(response.data)
+    assert parser.retry == 1000
+    assert events == [SSEEvent("gone", '{"reason":"unknown-page"}')]
 
 
 def test_closed_page_answers_gone(page: TestPage) -> None:
@@ -115,9 +118,9 @@ def test_live_message_follows_on_an_open_stream(page: TestPage) -> None:
         body = iter(response.response)
         assert ids(next(body)) == []
         call = element(page).call_remote("hear", "live")
-        [event] = parse_frames(next(body))
-        assert event["id"] == "1"
-        assert f'"call":{call.call_id}' in event["data"]
+        [event] = parse_events(next(body))
+        assert event.id == "1"
+        assert f'"call":{call.call_id}' in event.data
     finally:
         response.close()
 
@@ -127,7 +130,7 @@ def test_idle_stream_sends_heartbeats(page: TestPage) -> None:
     try:
         body = iter(response.response)
         next(body)
-        assert parse_frames(next(body)) == [{"event": "heartbeat", "data": "{}"}]
+        assert parse_events(next(body)) == [SSEEvent("heartbeat", "{}")]
     finally:
         response.close()
 
@@ -175,7 +178,7 @@ def test_page_closing_ends_the_stream_with_gone(page: TestPage) -> None:
         body = iter(response.response)
         next(body)
         page.live.close("closed")
-        assert parse_frames(next(body)) == [{"event": "gone", "data": '{"reason":"closed"}'}]
+        assert parse_events(next(body)) == [SSEEvent("gone", '{"reason":"closed"}')]
         assert list(body) == []
     finally:
         response.close()
@@ -202,8 +205,6 @@ def test_slow_reader_is_cut_off_with_gone(page: TestPage) -> None:
         next(body)
         for n in range(6):  # more than the outbox holds before the stream reads again
             page.live.outbox.publish(f'{{"n":{n}}}')
-        assert parse_frames(next(body)) == [
-            {"event": "gone", "data": '{"reason":"outbox-trimmed"}'}
-        ]
+        assert parse_events(next(body)) == [SSEEvent("gone", '{"reason":"outbox-trimmed"}')]
     finally:
         response.close()

@@ -132,17 +132,3 @@ def first_chunk(response: Any) -> bytes:
         return bytes(next(iter(response.response)))
     finally:
         response.close()
-
-
-def parse_frames(stream: bytes) -> list[dict[str, str]]:
-    """A minimal SSE parser (the EventSource rules this project relies on)."""
-    events = []
-    for block in stream.decode("utf-8").split("\n\n"):
-        if not block:
-            continue
-        fields: dict[str, str] = {}
-        for line in block.split("\n"):
-            name, _, value = line.partition(": ")
-            fields[name] = fields[name] + "\n" + value if name in fields else value
-        events.append(fields)
-    return events

@@ -26,7 +26,11 @@ function el(tag, text, className) {
 function table(headers, rows) {
   const t = el("table");
   const head = t.createTHead().insertRow();
-  for (const h of headers) head.appendChild(el("th", h));
+  headers.forEach((h, i) => {
+    // Numbers are right-aligned: so is their header.
+    const numeric = rows.length > 0 && typeof rows[0][i] === "number";
+    head.appendChild(el("th", h, numeric ? "num" : undefined));
+  });
   const body = t.createTBody();
   for (const cells of rows) {
     const row = body.insertRow();
