@@ -11,7 +11,7 @@ from flask import Flask
 from flask_athena.shared_stream import parse_pages, tag
 from flask_athena.testing import AthenaClient, TestPage
 
-from .widgets import Recorder, element, first_chunk, parse_frames
+from .widgets import Recorder, element, first_chunk
 
 
 @pytest.fixture
@@ -33,6 +33,20 @@ def browser(app: Flask) -> AthenaClient:
 def shared(client: AthenaClient, *parts: tuple[TestPage | str, int]) -> Any:
     pages = ",".join(f"{p if isinstance(p, str) else p.id}:{last}" for p, last in parts)
     return client.flask.get(f"/_athena/events?pages={pages}")
+
+
+def parse_frames(stream: bytes) -> list[dict[str, str]]:
+    """The fields of each SSE frame, as written (``retry`` frames included)."""
+    events = []
+    for block in stream.decode("utf-8").split("\n\n"):
+        if not block:
+            continue
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            fields[name] = fields[name] + "\n" + value if name in fields else value
+        events.append(fields)
+    return events
 
 
 def messages(chunk: bytes) -> list[tuple[str, int, str]]:
