@@ -54,11 +54,10 @@ from .errors import (
     BrokerUnavailable,
     Forbidden,
     PageNotFound,
-    TooManyStreams,
 )
 from .protocol import HEARTBEAT_EVENT, JSONValue, dumps, loads, parse_batch, sse_retry
 from .state import SESSION_KEY
-from .stream import StreamBody, event_stream_response, gone, gone_response
+from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
 
 if TYPE_CHECKING:
     from .broker.redis import RedisBroker
@@ -259,8 +258,7 @@ def remote_events(
     if owner is None or owner == broker.worker_id:
         return gone_response("unknown-page", retry_ms)
     key = _session_key()
-    if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
-        raise TooManyStreams()
+    admit_stream(state, key)
     # Register for wake-ups before the first read, so nothing falls between.
     reader = broker.reader(page_id)
     ctx = _context()

@@ -33,7 +33,6 @@ from .errors import (
     BrokerUnavailable,
     PageNotFound,
     TooManyPages,
-    TooManyStreams,
 )
 from .forwarding import forward_calls, forward_close, remote_events
 from .page import LivePage
@@ -43,7 +42,7 @@ from .protocol import (
     sse_retry,
 )
 from .state import AthenaState
-from .stream import StreamBody, event_stream_response, gone, gone_response
+from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
 
 logger = logging.getLogger("flask_athena")
 
@@ -150,8 +149,7 @@ def events(page_id: str) -> Response:
     if frames is None:
         return gone_response("outbox-trimmed", RETRY_MS)
     key = page.session_key
-    if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
-        raise TooManyStreams()
+    admit_stream(state, key)
     page.outbox.ack(last)
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
     # Attach here, in the request context, so connected() hooks can use
