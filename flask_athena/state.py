@@ -159,6 +159,11 @@ class AthenaState:
 
     # -- reaper -------------------------------------------------------------
 
+    @property
+    def reaper_running(self) -> bool:
+        """Whether this worker's reaper greenlet is alive."""
+        return self._reaper is not None and not self._reaper.dead
+
     def ensure_reaper(self) -> None:
         """Start the reaper greenlet of this worker unless it runs (after a fork, it does not)."""
         if self._reaper is None or self._reaper.dead:
