@@ -152,6 +152,24 @@ def forward_close(state: AthenaState, broker: RedisBroker, page_id: str) -> Resp
     return _reply_response(reply)
 
 
+class ClusterPages:
+    """The :class:`~flask_athena.broker.RemotePages` of the Redis broker:
+    ``AthenaState.remote`` when ``ATHENA_BROKER_URL`` is set."""
+
+    def __init__(self, state: AthenaState, broker: RedisBroker) -> None:
+        self._state = state
+        self._broker = broker
+
+    def calls(self, page_id: str) -> Response:
+        return forward_calls(self._state, self._broker, page_id)
+
+    def close(self, page_id: str) -> Response:
+        return forward_close(self._state, self._broker, page_id)
+
+    def events(self, page_id: str, last: int, retry_ms: int) -> Response:
+        return remote_events(self._state, self._broker, page_id, last, retry_ms)
+
+
 # -- on the owner ------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from .page import LivePage
 from .presence import LocalPresence
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from .broker import Broker, RemotePages
     from .extension import Athena
     from .ops import Ops
     from .presence import PresenceBackend
@@ -46,6 +46,9 @@ class AthenaState:
         #: The Redis broker when ``ATHENA_BROKER_URL`` is set (scale-out), else None.
         self.cluster: RedisBroker | None = None
         self.broker: Broker
+        #: Serves the endpoints of pages other workers own (a broker that
+        #: spans workers sets it up in ``init_app``), else None.
+        self.remote: RemotePages | None = None
         if config.broker_url is not None:
             self.cluster = RedisBroker(
                 config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
@@ -101,9 +104,8 @@ class AthenaState:
         client = self.limits.current_client()
         self.limits.make_room_for_page(client, self.pages)
         page = LivePage(self, session_key)
-        if self.cluster is not None:
-            # Other workers must find the owner before the browser asks them.
-            self.cluster.register_page(page.outbox)  # type: ignore[arg-type]
+        # Other workers must find the owner before the browser asks them.
+        self.broker.register_page(page.id, page.outbox)
         self.pages[page.id] = page
         self.session_pages.setdefault(session_key, {})[page.id] = page
         self.limits.page_opened(page, client)
@@ -156,6 +158,11 @@ class AthenaState:
         return f"{root}{self.app.static_url_path}/athena/{module}.js"
 
     # -- reaper -------------------------------------------------------------
+
+    @property
+    def reaper_running(self) -> bool:
+        """Whether this worker's reaper greenlet is alive."""
+        return self._reaper is not None and not self._reaper.dead
 
     def ensure_reaper(self) -> None:
         """Start the reaper greenlet of this worker unless it runs (after a fork, it does not)."""

@@ -216,6 +216,9 @@ class MemoryBroker:
     def create_outbox(self, page_id: str, size: int) -> MemoryOutbox:
         return MemoryOutbox(size, self._outbox_bytes)
 
+    def register_page(self, page_id: str, outbox: Any) -> None:
+        """Nothing to record: every page of this broker lives in this process."""
+
     def subscribe(self, topic: str, element: Any) -> None:
         self._topics.subscribe(topic, element)
 
