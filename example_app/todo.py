@@ -40,6 +40,8 @@ class TodoList(LiveElement):
 
     def __init__(self, texts: list[str]) -> None:
         super().__init__()
+        #: The greenlet of a pending server_adds (at most one per list).
+        self._adding: gevent.Greenlet | None = None
         for text in texts:
             self.add(TodoItem(text))
 
@@ -58,14 +60,33 @@ class TodoList(LiveElement):
 
     @expose
     def server_adds(self, text: str = "Added by the server") -> None:
-        """Let a background greenlet add an item a moment later."""
+        """Let a background greenlet add an item a moment later.
 
-        def later() -> None:
-            gevent.sleep(0.2)
-            if self.page is not None:
-                self.call_remote("insert_item", self._new_item(text))
+        Bounded work per call: the text and the item limit are checked now,
+        in the call (the browser gets the error, nobody logs a traceback),
+        and a list runs at most one such greenlet; a call while one is
+        pending is refused. The greenlet is killed when the list is detached
+        (its page closing detaches it too).
+        """
+        item = self._new_item(text)
+        if self._adding is not None and not self._adding.dead:
+            raise BadArguments("The server is already adding an item.")
+        self._adding = gevent.spawn(self._add_later, item)
 
-        gevent.spawn(later)
+    def _add_later(self, item: TodoItem) -> None:
+        gevent.sleep(0.2)
+        # add_item may have filled the list meanwhile: then the item is
+        # dropped, as the browser's own add would have been refused.
+        if self.page is not None and len(self.children) < MAX_ITEMS:
+            self.call_remote("insert_item", item)
+
+    def _stop_adding(self) -> None:
+        adding, self._adding = self._adding, None
+        if adding is not None and adding is not gevent.getcurrent():
+            adding.kill(block=False)
+
+    def detached(self) -> None:
+        self._stop_adding()
 
     @expose
     def clear_done(self) -> int:

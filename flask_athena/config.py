@@ -31,6 +31,12 @@ DEFAULTS: dict[str, Any] = {
     "PRESENCE_MAX_MEMBERS": 10_000,
     "PRESENCE_MAX_META": 1024,
     "PROXY_HOPS": 0,
+    "MAX_PAGES": 20_000,
+    "MAX_STREAMS": 20_000,
+    "MAX_PAGES_PER_CLIENT": 256,
+    "MAX_STREAMS_PER_CLIENT": 128,
+    "OUTBOX_BYTES": 256 * 1024,
+    "BODY_TIMEOUT": 10.0,
     "METRICS": False,  # validated by flask_athena.ops
     "REPORT_INTERVAL": 2.0,  # validated by flask_athena.ops
 }
@@ -59,6 +65,16 @@ class AthenaConfig:
     presence_max_meta: int = 1024
     #: Reverse proxies in front whose X-Forwarded-* headers are trusted (0: none).
     proxy_hops: int = 0
+    #: Pages / event streams one worker holds at most (all clients together).
+    max_pages: int = 20_000
+    max_streams: int = 20_000
+    #: Pages / event streams one client address holds at most on one worker.
+    max_pages_per_client: int = 256
+    max_streams_per_client: int = 128
+    #: Bytes of unacknowledged messages kept per page (as well as OUTBOX_SIZE).
+    outbox_bytes: int = 256 * 1024
+    #: Seconds a POST body may take to arrive.
+    body_timeout: float = 10.0
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:
@@ -121,6 +137,12 @@ class AthenaConfig:
             presence_max_members=number("PRESENCE_MAX_MEMBERS", int, 1),
             presence_max_meta=number("PRESENCE_MAX_META", int, 64),
             proxy_hops=number("PROXY_HOPS", int, 0),
+            max_pages=number("MAX_PAGES", int, 1),
+            max_streams=number("MAX_STREAMS", int, 1),
+            max_pages_per_client=number("MAX_PAGES_PER_CLIENT", int, 1),
+            max_streams_per_client=number("MAX_STREAMS_PER_CLIENT", int, 1),
+            outbox_bytes=number("OUTBOX_BYTES", int, 1024),
+            body_timeout=number("BODY_TIMEOUT", float, 0.01),
         )
 
 

@@ -37,12 +37,12 @@ from werkzeug.wrappers import Request
 
 from .errors import (
     AthenaError,
-    BadRequest,
     BodyTooLarge,
     Forbidden,
     PageNotFound,
     UnsupportedMediaType,
 )
+from .limits import read_body
 from .page import LivePage
 from .protocol import Batch, dumps, parse_batch
 from .proxy import public_origin
@@ -190,8 +190,10 @@ def read_json_body(state: AthenaState, request: Request) -> bytes:
 
     Refuses another content type (415) and a declared length over the limit
     before reading a byte (413); reads at most one byte past the limit.
-    Blocks the request's greenlet while the client sends the body; a client
-    that goes away mid-body gets :class:`~flask_athena.errors.BadRequest`.
+    Blocks the request's greenlet while the client sends the body, at most
+    ``ATHENA_BODY_TIMEOUT`` seconds (then 408); a client that goes away
+    mid-body or sends a malformed one (bad chunked framing) gets a 400
+    (:func:`flask_athena.limits.read_body`).
     """
     if request.mimetype != JSON_MIMETYPE:
         raise UnsupportedMediaType()
@@ -199,16 +201,7 @@ def read_json_body(state: AthenaState, request: Request) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise BodyTooLarge()  # refused before reading a byte
-    try:
-        body: bytes = request.stream.read(limit + 1)
-    except OSError:
-        # The client went away mid-body (reset, proxy cut): nobody will read
-        # the answer, and it is not a server error worth a traceback.
-        logger.debug("flask_athena: connection lost while reading a request body")
-        raise BadRequest("The connection closed before the body was read.") from None
-    if len(body) > limit:
-        raise BodyTooLarge()
-    return body
+    return read_body(request.stream, limit, state.config.body_timeout)
 
 
 def find_page(state: AthenaState, page_id: str) -> LivePage:

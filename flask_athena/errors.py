@@ -112,6 +112,21 @@ class BodyTooLarge(ClientError):
     default_message = "Request body is too large."
 
 
+class BodyTimeout(ClientError):
+    """The POST body did not arrive within ``ATHENA_BODY_TIMEOUT`` (a slow or stalled sender)."""
+
+    status_code = 408
+    code = "body-timeout"
+    default_message = "The request body did not arrive in time."
+
+
+class UnreadableBody(BadRequest):
+    """The connection broke mid-body, or the body's framing was malformed
+    (e.g. a bad chunk size)."""
+
+    default_message = "The request body could not be read."
+
+
 class TooManyPages(ClientError):
     status_code = 429
     code = "too-many-pages"

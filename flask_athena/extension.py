@@ -10,7 +10,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from . import ops
 from .config import DEFAULTS, AthenaConfig
-from .forwarding import serve_forwarded
+from .forwarding import ClusterPages, serve_forwarded
 from .lane import ResultsLane
 from .modules import JSModules
 from .page import LivePage
@@ -57,8 +57,10 @@ class Athena:
         config = AthenaConfig.from_mapping(app.config)
         state = app.extensions["athena"] = AthenaState(app, config, self)
         if state.cluster is not None:
-            # Requests other workers forward to this one (pages it owns).
+            # Requests other workers forward to this one (pages it owns),
+            # and this worker's answers for pages other workers own.
             state.cluster.handler = partial(serve_forwarded, state)
+            state.remote = ClusterPages(state, state.cluster)
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
         if config.fast_calls and type(app.session_interface) is SecureCookieSessionInterface:
             # Flask's public hook; an app with a session interface of its

@@ -54,11 +54,10 @@ from .errors import (
     BrokerUnavailable,
     Forbidden,
     PageNotFound,
-    TooManyStreams,
 )
 from .protocol import HEARTBEAT_EVENT, JSONValue, dumps, loads, parse_batch, sse_retry
 from .state import SESSION_KEY
-from .stream import StreamBody, event_stream_response, gone, gone_response
+from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
 
 if TYPE_CHECKING:
     from .broker.redis import RedisBroker
@@ -151,6 +150,24 @@ def forward_close(state: AthenaState, broker: RedisBroker, page_id: str) -> Resp
     reply = broker.forward(owner, req, _forward_timeout(state))
     signals.post_forwarded.send(state.app, kind="close", status=reply["status"])
     return _reply_response(reply)
+
+
+class ClusterPages:
+    """The :class:`~flask_athena.broker.RemotePages` of the Redis broker:
+    ``AthenaState.remote`` when ``ATHENA_BROKER_URL`` is set."""
+
+    def __init__(self, state: AthenaState, broker: RedisBroker) -> None:
+        self._state = state
+        self._broker = broker
+
+    def calls(self, page_id: str) -> Response:
+        return forward_calls(self._state, self._broker, page_id)
+
+    def close(self, page_id: str) -> Response:
+        return forward_close(self._state, self._broker, page_id)
+
+    def events(self, page_id: str, last: int, retry_ms: int) -> Response:
+        return remote_events(self._state, self._broker, page_id, last, retry_ms)
 
 
 # -- on the owner ------------------------------------------------------------------
@@ -259,8 +276,7 @@ def remote_events(
     if owner is None or owner == broker.worker_id:
         return gone_response("unknown-page", retry_ms)
     key = _session_key()
-    if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
-        raise TooManyStreams()
+    admit_stream(state, key)
     # Register for wake-ups before the first read, so nothing falls between.
     reader = broker.reader(page_id)
     ctx = _context()

@@ -9,6 +9,7 @@ frames with the ``*_message`` helpers.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable, NamedTuple, Union
 
 from .errors import BadMessage, BadRequest
@@ -64,6 +65,50 @@ class Batch(NamedTuple):
     results: list[ResultMessage]
 
 
+# -- Unicode ----------------------------------------------------------------
+# JSON can carry a lone UTF-16 surrogate ("\ud800" is valid JSON, and a
+# browser's JSON.stringify writes one for a broken emoji), Python decodes it
+# into a str, and UTF-8 cannot encode that str: it would fail later, far from
+# the request, when a frame or a Redis command is encoded. So every string
+# crossing the wire is made valid here, in both directions, the way the web
+# platform does it (WHATWG "USVString": TextEncoder, fetch, forms): each lone
+# surrogate becomes U+FFFD. docs/decisions.rst says why replace, not refuse.
+
+#: What a lone surrogate becomes.
+REPLACEMENT_CHARACTER = "\ufffd"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# A \u escape of a surrogate in JSON text: the only way a surrogate gets into
+# text decoded strictly from UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (``text`` itself if none).
+
+    A high and a low surrogate next to each other become the character they
+    stand for, as UTF-16 would read them. The result always encodes to UTF-8.
+    """
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _valid_strings(value: Any) -> Any:
+    """``value`` with :func:`valid_text` applied to every string and key in it.
+
+    Only called on parsed JSON no deeper than :data:`MAX_JSON_DEPTH`.
+    """
+    kind = type(value)
+    if kind is str:
+        return valid_text(value)
+    if kind is list:
+        return [_valid_strings(item) for item in value]
+    if kind is dict:
+        return {valid_text(key): _valid_strings(item) for key, item in value.items()}
+    return value
+
+
 # -- encoding ---------------------------------------------------------------
 
 
@@ -71,14 +116,19 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
     """Compact JSON with no NaN; raises :class:`TypeError` for anything else.
 
     ``json.dumps`` escapes CR and LF inside strings, so the result is always a
-    single line and safe to put in an SSE ``data:`` field.
+    single line and safe to put in an SSE ``data:`` field. Lone surrogates in
+    strings (app data can hold them too) come out as U+FFFD, so the result
+    always encodes to UTF-8.
     """
     try:
-        return json.dumps(
+        text = json.dumps(
             value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default
         )
     except ValueError as exc:  # NaN / Infinity
         raise TypeError(f"value is not JSON serializable: {exc}") from None
+    # Raw (ensure_ascii=False) surrogates only ever sit inside JSON strings,
+    # so replacing them keeps the JSON valid.
+    return valid_text(text)
 
 
 def call_message(call: int | None, widget: int | None, method: str, args_json: str) -> str:
@@ -103,9 +153,26 @@ def cancel_message(call: int) -> str:
     return f'{{"type":"cancel","call":{call}}}'
 
 
+def sse_data(data: str) -> bytes:
+    """The ``data:`` field of one SSE message, UTF-8; ``data`` must be a single line.
+
+    Never raises for a str: a lone surrogate becomes U+FFFD. Outboxes build
+    this *before* they take a sequence number for the message.
+    """
+    try:
+        return b"data: " + data.encode() + b"\n\n"
+    except UnicodeEncodeError:
+        return b"data: " + valid_text(data).encode() + b"\n\n"
+
+
+def sse_frame(seq: int, data_field: bytes) -> bytes:
+    """One SSE message: ``id: seq`` then a field built by :func:`sse_data`."""
+    return b"id: %d\n" % seq + data_field
+
+
 def sse_message(seq: int, data: str) -> bytes:
     """One SSE message with ``id: seq``; ``data`` must be a single line."""
-    return f"id: {seq}\ndata: {data}\n\n".encode()
+    return sse_frame(seq, sse_data(data))
 
 
 def sse_event(name: str, data: JSONValue) -> bytes:
@@ -176,19 +243,34 @@ def _check_tree(value: Any, limit: int) -> None:
 
 
 def loads(body: bytes | str) -> Any:
-    """Parse a browser's JSON body; any failure is a :class:`BadRequest`."""
+    """Parse a browser's JSON body; any failure is a :class:`BadRequest`.
+
+    The body must be UTF-8 (RFC 8259). Every string in the result is valid
+    Unicode: a lone surrogate written as a ``\\u`` escape becomes U+FFFD (see
+    :func:`valid_text`), so nothing downstream can fail to encode it.
+    """
+    if not isinstance(body, str):
+        try:
+            # Strict: json.loads would decode bytes with "surrogatepass".
+            body = bytes(body).decode()
+        except UnicodeDecodeError:
+            raise BadRequest("The body is not valid UTF-8.") from None
+    elif not body.isascii() and _SURROGATE.search(body) is not None:
+        body = valid_text(body)
     try:
         value = json.loads(body)
-    except (ValueError, RecursionError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         # Parse again with the hook: a reserved key met before the syntax
         # error is a BadMessage, as it always was.
         try:
             json.loads(body, object_pairs_hook=_refuse_widget_values)
-        except (ValueError, RecursionError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             pass
         raise BadRequest("The body is not valid JSON.") from None
     if type(value) is dict or type(value) is list:
         _check_tree(value, MAX_JSON_DEPTH)
+    if "\\u" in body and _SURROGATE_ESCAPE.search(body) is not None:
+        value = _valid_strings(value)
     return value
 
 

@@ -40,10 +40,13 @@ class SSEParser:
     half of it, as ``EventSource`` does.
     """
 
-    __slots__ = ("_buffer", "_event", "_data", "_id", "retry", "last_id")
+    __slots__ = ("_partial", "_held_cr", "_event", "_data", "_id", "retry", "last_id")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        # Pieces of the line not ended yet: joined once its end arrives, so a
+        # long line fed in small chunks costs linear time, not quadratic.
+        self._partial: list[bytes] = []
+        self._held_cr = False  # the last chunk ended in "\r": maybe half a CRLF
         self._event = ""
         self._data: list[str] = []
         self._id: str | None = None
@@ -54,19 +57,25 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Parse ``chunk``; return the events it completed, in order."""
-        buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:
-            if buffer.endswith(b"\r"):  # maybe the first half of a CRLF
-                self._buffer = buffer
-                return []
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        end = buffer.rfind(b"\n")
+        if self._held_cr:
+            chunk = b"\r" + chunk
+            self._held_cr = False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk = chunk[:-1]
+                self._held_cr = True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        end = chunk.rfind(b"\n")
         if end < 0:
-            self._buffer = buffer
+            if chunk:
+                self._partial.append(chunk)
             return []
-        self._buffer = buffer[end + 1 :]
+        lines = chunk[:end]
+        if self._partial:
+            lines = b"".join(self._partial) + lines
+        self._partial = [chunk[end + 1 :]] if end + 1 < len(chunk) else []
         events: list[SSEEvent] = []
-        for line in buffer[:end].decode("utf-8").split("\n"):
+        for line in lines.decode("utf-8").split("\n"):
             event = self._line(line)
             if event is not None:
                 events.append(event)

@@ -16,11 +16,12 @@ from .broker.redis import RedisBroker  # imports redis only when used
 from .broker.redis_presence import RedisPresence
 from .config import AthenaConfig
 from .errors import TooManyPages
+from .limits import Limits
 from .page import LivePage
 from .presence import LocalPresence
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from .broker import Broker, RemotePages
     from .extension import Athena
     from .ops import Ops
     from .presence import PresenceBackend
@@ -45,6 +46,9 @@ class AthenaState:
         #: The Redis broker when ``ATHENA_BROKER_URL`` is set (scale-out), else None.
         self.cluster: RedisBroker | None = None
         self.broker: Broker
+        #: Serves the endpoints of pages other workers own (a broker that
+        #: spans workers sets it up in ``init_app``), else None.
+        self.remote: RemotePages | None = None
         if config.broker_url is not None:
             self.cluster = RedisBroker(
                 config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
@@ -53,7 +57,7 @@ class AthenaState:
             self.cluster.app = app
             self.broker = self.cluster
         else:
-            self.broker = MemoryBroker()
+            self.broker = MemoryBroker(config.outbox_bytes)
         #: page id -> page, for every open page this worker owns.
         self.pages: dict[str, LivePage] = {}
         #: session key -> its pages, oldest first.
@@ -63,6 +67,8 @@ class AthenaState:
         #: Every event stream this worker serves (its own pages' and, with
         #: Redis, other workers'): the reaper cuts those that cannot keep up.
         self.streams: set[StreamBody] = set()
+        #: Pages and streams per client address and per worker (DESIGN §11).
+        self.limits = Limits(config)
         self._reaper: gevent.Greenlet | None = None
         #: Who is in which topic (``athena.presence``): in this process, or in Redis.
         self.presence: PresenceBackend
@@ -80,24 +86,29 @@ class AthenaState:
     # -- pages --------------------------------------------------------------
 
     def open_page(self, session_key: str) -> LivePage:
-        """Create a page for ``session_key``, enforcing the per-session limit.
+        """Create a page for ``session_key``, enforcing the page limits.
 
-        At the limit the oldest page *without* a stream is closed to make
-        room (a reload loop leaves such pages behind); when every page is
-        live, :class:`TooManyPages` (429).
+        At a limit (per session, per client address, per worker; see
+        :mod:`flask_athena.limits`) the oldest page *without* a stream is
+        closed to make room (a reload loop leaves such pages behind); when
+        every page is live, :class:`TooManyPages` (429).
         """
-        pages = self.session_pages.setdefault(session_key, {})
+        pages = self.session_pages.get(session_key, {})
         if len(pages) >= self.config.max_pages_per_session:
             idle = next((p for p in pages.values() if not p.stream_attached), None)
             if idle is None:
                 raise TooManyPages()
             idle.close("evicted")
+        # Without a cookie every GET is a new session: the client and worker
+        # limits are the ones a flood meets (flask_athena.limits).
+        client = self.limits.current_client()
+        self.limits.make_room_for_page(client, self.pages)
         page = LivePage(self, session_key)
-        if self.cluster is not None:
-            # Other workers must find the owner before the browser asks them.
-            self.cluster.register_page(page.outbox)  # type: ignore[arg-type]
+        # Other workers must find the owner before the browser asks them.
+        self.broker.register_page(page.id, page.outbox)
         self.pages[page.id] = page
         self.session_pages.setdefault(session_key, {})[page.id] = page
+        self.limits.page_opened(page, client)
         self.ensure_reaper()
         self.presence.start()
         signals.page_opened.send(self.app, page=page)
@@ -106,6 +117,7 @@ class AthenaState:
     def forget(self, page: LivePage) -> None:
         """Drop a closed page from every table (called by ``LivePage.close``)."""
         self.pages.pop(page.id, None)
+        self.limits.page_closed(page)
         pages = self.session_pages.get(page.session_key)
         if pages is not None:
             pages.pop(page.id, None)
@@ -146,6 +158,11 @@ class AthenaState:
         return f"{root}{self.app.static_url_path}/athena/{module}.js"
 
     # -- reaper -------------------------------------------------------------
+
+    @property
+    def reaper_running(self) -> bool:
+        """Whether this worker's reaper greenlet is alive."""
+        return self._reaper is not None and not self._reaper.dead
 
     def ensure_reaper(self) -> None:
         """Start the reaper greenlet of this worker unless it runs (after a fork, it does not)."""

@@ -35,6 +35,7 @@ import gevent
 from flask import Flask, Response, current_app
 
 from . import signals
+from .errors import TooManyStreams
 from .protocol import gone_event, sse_retry
 
 if TYPE_CHECKING:
@@ -42,6 +43,15 @@ if TYPE_CHECKING:
     from .state import AthenaState
 
 logger = logging.getLogger("flask_athena")
+
+
+def admit_stream(state: AthenaState, session_key: str) -> None:
+    """Before an event stream opens (in its request): raise
+    :class:`~flask_athena.errors.TooManyStreams` (429) when the session, the
+    client address or the worker holds as many streams as allowed."""
+    if state.session_streams.get(session_key, 0) >= state.config.max_streams_per_session:
+        raise TooManyStreams()
+    state.limits.admit_stream(state.limits.current_client(), len(state.streams))
 
 
 def event_stream_response(body: Iterable[bytes]) -> Response:
@@ -88,11 +98,24 @@ class StreamBody:
     and free what they hold in :meth:`_release`.
     """
 
-    __slots__ = ("_state", "_session_key", "_body", "_greenlet", "_closed", "sent", "writing_since")
+    __slots__ = (
+        "_state",
+        "_session_key",
+        "_client",
+        "_body",
+        "_greenlet",
+        "_closed",
+        "sent",
+        "writing_since",
+    )
 
     def __init__(self, state: AthenaState, session_key: str) -> None:
         self._state = state
         self._session_key = session_key
+        # Counted per client address from here to close() (the view checked
+        # the limit with admit_stream() before building the stream).
+        self._client = state.limits.current_client()
+        state.limits.stream_opened(self._client)
         self._body: Generator[bytes, None, None] | None = None
         self._greenlet: Any = None  # the connection's greenlet, once iterated
         self._closed = False
@@ -175,6 +198,7 @@ class StreamBody:
             signals.stream_closed.send(self._state.app, page=self.local_page())
         if self._body is not None:
             self._body.close()
+        self._state.limits.stream_closed(self._client)
         counts, key = self._state.session_streams, self._session_key
         remaining = counts.get(key, 1) - 1
         if remaining > 0:

@@ -33,9 +33,7 @@ from .errors import (
     BrokerUnavailable,
     PageNotFound,
     TooManyPages,
-    TooManyStreams,
 )
-from .forwarding import forward_calls, forward_close, remote_events
 from .page import LivePage
 from .protocol import (
     HEARTBEAT_EVENT,
@@ -43,7 +41,7 @@ from .protocol import (
     sse_retry,
 )
 from .state import AthenaState
-from .stream import StreamBody, event_stream_response, gone, gone_response
+from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
 
 logger = logging.getLogger("flask_athena")
 
@@ -96,8 +94,8 @@ def calls(page_id: str) -> Response:
     """Browser → server calls: the checks of :mod:`~flask_athena.endpoint`, in order,
     then :func:`~flask_athena.endpoint.answer_calls` in this request's context."""
     state = _state()
-    if state.cluster is not None and page_id not in state.pages:
-        return forward_calls(state, state.cluster, page_id)
+    if state.remote is not None and page_id not in state.pages:
+        return state.remote.calls(page_id)  # another worker owns it
     page, batch = checked_calls(state, page_id, request, session)
     return calls_response(*answer_calls(state, page, batch))
 
@@ -106,8 +104,8 @@ def calls(page_id: str) -> Response:
 def close(page_id: str) -> Response:
     """The beacon: the browser left; close the page (204, also when already closed)."""
     state = _state()
-    if state.cluster is not None and page_id not in state.pages:
-        return forward_close(state, state.cluster, page_id)
+    if state.remote is not None and page_id not in state.pages:
+        return state.remote.close(page_id)
     check_origin(state, request)
     body = loads(read_json_body(state, request))
     page = state.pages.get(page_id)
@@ -137,9 +135,9 @@ def events(page_id: str) -> Response:
     state = _state()
     check_stream_origin(state, request)
     last = _last_event_id()
-    if state.cluster is not None and page_id not in state.pages:
-        # Another worker owns the page: stream it from Redis.
-        return remote_events(state, state.cluster, page_id, last, RETRY_MS)
+    if state.remote is not None and page_id not in state.pages:
+        # Another worker owns the page: the broker serves its stream.
+        return state.remote.events(page_id, last, RETRY_MS)
     page = state.pages.get(page_id)
     if page is None or page.closed:
         # Not an error status: EventSource hides those. The browser must
@@ -150,8 +148,7 @@ def events(page_id: str) -> Response:
     if frames is None:
         return gone_response("outbox-trimmed", RETRY_MS)
     key = page.session_key
-    if state.session_streams.get(key, 0) >= state.config.max_streams_per_session:
-        raise TooManyStreams()
+    admit_stream(state, key)
     page.outbox.ack(last)
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
     # Attach here, in the request context, so connected() hooks can use

@@ -114,7 +114,7 @@ def make_app() -> Iterator[Callable[..., Flask]]:
         athena.shutdown(app)
         if state.pages or state.session_pages:
             problems.append("pages survived athena.shutdown(app)")
-        if state._reaper is not None:
+        if state.reaper_running:
             problems.append("the reaper greenlet survived athena.shutdown(app)")
     assert not problems, problems
 

@@ -20,6 +20,12 @@ from .control import SAYER, TEXT, install
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = "bench"
+# The load client is one address holding up to ~19,000 pages and streams:
+# the per-client limits (DESIGN §11) would refuse it as the flood it is.
+app.config["ATHENA_MAX_PAGES_PER_CLIENT"] = 50_000
+app.config["ATHENA_MAX_STREAMS_PER_CLIENT"] = 50_000
+app.config["ATHENA_MAX_PAGES"] = 50_000
+app.config["ATHENA_MAX_STREAMS"] = 50_000
 if os.environ.get("ATHENA_BROKER_URL"):  # the Redis targets (bench/targets.py)
     app.config["ATHENA_BROKER_URL"] = os.environ["ATHENA_BROKER_URL"]
 athena = Athena(app)

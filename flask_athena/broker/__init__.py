@@ -9,7 +9,10 @@ the process and is the default.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from flask import Response
 
 
 class Outbox(Protocol):
@@ -54,10 +57,33 @@ class Outbox(Protocol):
         """
 
 
+class RemotePages(Protocol):
+    """Serves the endpoints of pages another worker owns (a broker that spans
+    workers provides one: ``AthenaState.remote``; the in-process broker none).
+
+    The views call these for a page id this worker does not hold; each
+    blocks the request's greenlet as the local view would.
+    """
+
+    def calls(self, page_id: str) -> Response:
+        """Answer a calls POST (checked here as far as possible, then by the owner)."""
+
+    def close(self, page_id: str) -> Response:
+        """Answer a close POST (``204`` when the page is gone already)."""
+
+    def events(self, page_id: str, last: int, retry_ms: int) -> Response:
+        """The page's event stream after ``last``, or a ``gone`` answer."""
+
+
 class Broker(Protocol):
-    """Creates outboxes and routes broadcasts."""
+    """Creates outboxes, records pages and routes broadcasts."""
 
     def create_outbox(self, page_id: str, size: int) -> Outbox: ...
+
+    def register_page(self, page_id: str, outbox: Outbox) -> None:
+        """Record that this worker owns page ``page_id`` (blocks for the broker's
+        round trip, if any), before the page's URLs are handed out: other
+        workers must find the owner before the browser asks them."""
 
     def subscribe(self, topic: str, element: Any) -> None: ...
 

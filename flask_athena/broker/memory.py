@@ -7,6 +7,7 @@ needs locks: no method below yields between reading and writing state.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
@@ -14,19 +15,38 @@ from typing import Any
 
 from gevent.event import Event
 
-from ..protocol import call_message, sse_message
+from ..protocol import call_message, sse_data, sse_frame
+
+logger = logging.getLogger("flask_athena")
 
 
 class MemoryOutbox:
-    """A bounded deque of pre-framed SSE messages plus a wake-up event."""
+    """A bounded deque of pre-framed SSE messages plus a wake-up event.
 
-    __slots__ = ("_frames", "_first_seq", "last_seq", "_size", "_event", "closed", "on_backlog")
+    Bounded in messages (``size``) and in bytes (``max_bytes``, None: no
+    byte bound): past either, the oldest messages are dropped. The newest
+    message is always kept, whatever its size.
+    """
 
-    def __init__(self, size: int) -> None:
+    __slots__ = (
+        "_frames",
+        "_first_seq",
+        "last_seq",
+        "_size",
+        "_bytes",
+        "_max_bytes",
+        "_event",
+        "closed",
+        "on_backlog",
+    )
+
+    def __init__(self, size: int, max_bytes: int | None = None) -> None:
         self._frames: deque[bytes] = deque()
         self._first_seq = 1  # seq of _frames[0]
         self.last_seq = 0
         self._size = size
+        self._bytes = 0  # sum of len(frame) over _frames
+        self._max_bytes = max_bytes
         self._event: Event | None = None
         self.closed = False
         self.on_backlog: Callable[[], None] | None = None
@@ -34,26 +54,57 @@ class MemoryOutbox:
     def __len__(self) -> int:
         return len(self._frames)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the messages kept now."""
+        return self._bytes
+
     def publish(self, data: str) -> int:
-        self.last_seq += 1
-        self._frames.append(sse_message(self.last_seq, data))
-        if len(self._frames) > self._size:
+        """Queue one message; return its seq. Never yields.
+
+        Raises only for a ``data`` that is not a str, and then takes no seq.
+        """
+        # The frame is built before its seq is taken: if building it raised,
+        # the seq would be counted for a message that does not exist, and a
+        # reader would see that id again and a gap.
+        data_field = sse_data(data)
+        seq = self.last_seq + 1
+        if self.closed:
+            # Nobody reads a closed page: keep nothing (a broadcast racing
+            # the close must not grow memory that is never freed).
+            self.last_seq = seq
+            return seq
+        frame = sse_frame(seq, data_field)
+        frames = self._frames
+        frames.append(frame)
+        self.last_seq = seq
+        self._bytes += len(frame)
+        max_bytes = self._max_bytes
+        while len(frames) > self._size or (
+            max_bytes is not None and self._bytes > max_bytes and len(frames) > 1
+        ):
             # The browser fell too far behind (or never acked): the oldest
             # message is dropped. A reader that still needs it gets None from
             # read() and the browser is told the page is gone: an explicit
             # failure, never a silent gap.
-            self._frames.popleft()
+            self._bytes -= len(frames.popleft())
             self._first_seq += 1
         if self._event is not None:
             self._event.set()
-        if self.on_backlog is not None and len(self._frames) > self._size // 2:
+        if self.on_backlog is not None and (
+            len(frames) > self._size // 2
+            or (max_bytes is not None and self._bytes > max_bytes // 2)
+        ):
             self.on_backlog()
-        return self.last_seq
+        return seq
 
     def ack(self, seq: int) -> None:
+        if self.closed:
+            return  # nothing kept (publish after close keeps nothing either)
         drop = min(seq, self.last_seq) - self._first_seq + 1
+        frames = self._frames
         for _ in range(max(drop, 0)):
-            self._frames.popleft()
+            self._bytes -= len(frames.popleft())
         if drop > 0:
             self._first_seq += drop
 
@@ -84,8 +135,16 @@ class MemoryOutbox:
     def close(self) -> None:
         self.closed = True
         self._frames.clear()
+        self._bytes = 0
         if self._event is not None:
             self._event.set()
+
+
+def _close_quietly(page: Any) -> None:
+    try:
+        page.close("error")
+    except Exception:
+        logger.exception("flask_athena: closing a failed page raised")
 
 
 class LocalTopics:
@@ -121,11 +180,26 @@ class LocalTopics:
         if not members:
             return 0
         delivered = 0
+        failed = 0
         for element in list(members):  # a receiving page may close (and leave) meanwhile
             page = element.page
-            if page is not None:
+            if page is None:
+                continue
+            try:
                 page.outbox.publish(call_message(None, element.id, method, args_json))
+            except Exception:
+                # One member's page failing (a bug, a broken outbox) must not
+                # cost the rest of the room the message: that page is closed
+                # (its browser learns it is gone and reloads: an explicit
+                # failure, not a silent gap) and the loop goes on.
+                failed += 1
+                if failed == 1:
+                    logger.exception("flask_athena: broadcast to one page failed; closing it")
+                _close_quietly(page)
+            else:
                 delivered += 1
+        if failed > 1:
+            logger.error("flask_athena: broadcast failed for %d pages; closed them", failed)
         return delivered
 
     def clear(self) -> None:
@@ -135,11 +209,15 @@ class LocalTopics:
 class MemoryBroker:
     """Outboxes and topics in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, outbox_bytes: int | None = None) -> None:
         self._topics = LocalTopics()
+        self._outbox_bytes = outbox_bytes
 
     def create_outbox(self, page_id: str, size: int) -> MemoryOutbox:
-        return MemoryOutbox(size)
+        return MemoryOutbox(size, self._outbox_bytes)
+
+    def register_page(self, page_id: str, outbox: Any) -> None:
+        """Nothing to record: every page of this broker lives in this process."""
 
     def subscribe(self, topic: str, element: Any) -> None:
         self._topics.subscribe(topic, element)

@@ -196,12 +196,14 @@ class RedisBroker:
     def create_outbox(self, page_id: str, size: int) -> RedisOutbox:
         return RedisOutbox(self, page_id, size)
 
-    def register_page(self, outbox: RedisOutbox) -> None:
+    def register_page(self, page_id: str, outbox: Any) -> None:
         """Record a new page as owned by this worker (blocks for one round trip).
 
         The stream is created here with a placeholder entry ``0-1`` so readers
         can tell "nothing yet" from "no such page".
         """
+        if not isinstance(outbox, RedisOutbox) or outbox.page_id != page_id:
+            raise TypeError("register_page takes an outbox this broker created")
         conn = self._ready()
         pipe = conn.client.pipeline(transaction=False)
         pipe.hset(page_key(outbox.page_id), mapping={"owner": conn.wid, "gen": 0})

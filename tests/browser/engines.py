@@ -37,6 +37,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from tests.support import OUTPUT
 
@@ -649,6 +650,7 @@ class WebKitTab(Tab):
 
     def goto(self, url: str) -> None:
         self._errors.extend(self._new_errors())
+        self.user.visited(url)
         self.driver.get(url)
         self._hook()
 
@@ -706,13 +708,10 @@ class WebKitTab(Tab):
         self.user.close_window(self.window)
 
 
-class WebKitUser(User):
-    """A WebDriver session: its own MiniBrowser, so its own cookie jar."""
-
-    engine = "webkit"
+class _WebKitSession:
+    """One WebDriver session: a MiniBrowser of its own, so a cookie jar of its own."""
 
     def __init__(self, engine: WebKitEngine) -> None:
-        super().__init__()
         from selenium import webdriver
         from selenium.webdriver.webkitgtk.options import Options
         from selenium.webdriver.webkitgtk.service import Service
@@ -746,6 +745,8 @@ class WebKitUser(User):
         # life: closing a session's last window would end the session.
         self.home: str = self.driver.current_window_handle
         self.current = self.home
+        #: Origins its tabs visited (their cookies go when the session is reused).
+        self.origins: set[str] = set()
         self.version = f"webkit/{self.driver.capabilities.get('browserVersion', '?')}"
 
     def switch_to(self, window: str) -> Any:
@@ -754,26 +755,64 @@ class WebKitUser(User):
             self.current = window
         return self.driver
 
-    def _open_tab(self) -> Tab:
+    def reset(self) -> None:
+        """Forget the cookies, close every window but home: as good as new."""
+        for window in self.driver.window_handles:
+            if window != self.home:
+                self.switch_to(window).close()
+                self.current = ""
         self.switch_to(self.home)
-        # A window, not a tab: a background tab's timers are throttled.
-        self.driver.switch_to.new_window("window")
-        self.current = self.driver.current_window_handle
-        width, height = VIEWPORT
-        self.driver.set_window_size(width, height)
-        return WebKitTab(self, self.current)
+        for origin in sorted(self.origins):
+            # WebDriver deletes the cookies of the current document's domain.
+            self.driver.get(origin + "/")
+            self.driver.delete_all_cookies()
+        self.origins.clear()
+        self.driver.get("about:blank")
 
-    def close_window(self, window: str) -> None:
-        self.switch_to(window).close()
-        self.current = ""
-        self.switch_to(self.home)
-
-    def _close(self) -> None:
+    def quit(self) -> None:
         try:
             self.driver.quit()
         finally:
             stop_group(self.service.process)
             self._log.close()
+
+
+class WebKitUser(User):
+    """A user on a WebDriver session of their own (reused once reset)."""
+
+    engine = "webkit"
+
+    def __init__(self, engine: WebKitEngine, session: _WebKitSession) -> None:
+        super().__init__()
+        self.engine_ = engine
+        self.session = session
+        self.driver = session.driver
+        self.version = session.version
+
+    def switch_to(self, window: str) -> Any:
+        return self.session.switch_to(window)
+
+    def visited(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https"):
+            self.session.origins.add(f"{parts.scheme}://{parts.netloc}")
+
+    def _open_tab(self) -> Tab:
+        self.switch_to(self.session.home)
+        # A window, not a tab: a background tab's timers are throttled.
+        self.driver.switch_to.new_window("window")
+        self.session.current = self.driver.current_window_handle
+        width, height = VIEWPORT
+        self.driver.set_window_size(width, height)
+        return WebKitTab(self, self.session.current)
+
+    def close_window(self, window: str) -> None:
+        self.switch_to(window).close()
+        self.session.current = ""
+        self.switch_to(self.session.home)
+
+    def _close(self) -> None:
+        self.engine_.release(self.session)
 
 
 class WebKitEngine(Engine):
@@ -799,16 +838,34 @@ class WebKitEngine(Engine):
         except ImportError:
             raise EngineUnavailable("the selenium package is not installed") from None
         self.xvfb = Xvfb()
+        #: Sessions of closed users, reset, for the next users: starting a
+        #: MiniBrowser costs seconds, forgetting cookies does not.
+        self._idle: list[_WebKitSession] = []
         try:
-            probe = WebKitUser(self)  # fails here, once, if WebKit cannot start
-            self.version = probe.version
-            probe.close()
+            first = _WebKitSession(self)  # fails here, once, if WebKit cannot start
         except BaseException:
             self.xvfb.stop()
             raise
+        self.version = first.version
+        self._idle.append(first)
 
     def new_user(self) -> User:
-        return WebKitUser(self)
+        session = self._idle.pop() if self._idle else _WebKitSession(self)
+        return WebKitUser(self, session)
+
+    def release(self, session: _WebKitSession) -> None:
+        """Take back a closed user's session: reset it, or quit it if that fails."""
+        try:
+            session.reset()
+        except Exception:
+            session.quit()
+            return
+        self._idle.append(session)
 
     def quit(self) -> None:
-        self.xvfb.stop()
+        try:
+            for session in self._idle:
+                session.quit()
+        finally:
+            self._idle.clear()
+            self.xvfb.stop()

@@ -92,6 +92,18 @@ class LiveTab:
             lambda: [text.strip() for text in self.texts(selector)], expected, timeout, self.engine
         )
 
+    def wait_includes(
+        self, selector: str, expected: list[str], timeout: float = WAIT_TIMEOUT
+    ) -> None:
+        """Wait until ``expected`` appear, in this order, among the texts of
+        ``selector`` (others may come between them)."""
+
+        def included() -> bool:
+            texts = iter(text.strip() for text in self.texts(selector))
+            return all(any(text == wanted for text in texts) for wanted in expected)
+
+        wait_for(included, timeout, f"{self.engine}: {expected} in {selector}")
+
     def wait_visible(self, selector: str, timeout: float = WAIT_TIMEOUT) -> None:
         wait_value(lambda: self.visible(selector), True, timeout, f"{self.engine} {selector}")
 

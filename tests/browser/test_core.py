@@ -1,10 +1,10 @@
-"""Core behaviour in a real Chromium against ``tests/apps/browser_app.py`` under gunicorn.
+"""Core behaviour in Chromium, Firefox and WebKit against ``tests/apps/browser_app.py``.
 
 Calls and their values and errors in both directions, argument checks,
 nesting, widgets built on demand, ``data-athena-on``, page-level functions,
 detaching from either side. One server for the module; every test opens its
-own page in a fresh browser context (its own session), so tests share
-nothing but the process.
+own page as a new user (its own cookie jar, so its own session) of each
+engine, so tests share nothing but the process.
 
 The probe page's widgets, by server id: 1 Probe ("probe"), 2 Child
 ("first"), 3 Leaf ("leaf", child of 2), 4 Child ("second"); widgets made
@@ -14,12 +14,12 @@ later get 5, 6, ...
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from tests.browser.conftest import BROWSER_APP, start_server
-from tests.browser.helpers import LivePageHandle, expect, open_live, screenshot
+from tests.browser.engines import User
+from tests.browser.live import LiveTab, open_live, wait_value
 from tests.support import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -35,16 +35,15 @@ def server() -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def probe_page(server: LiveServer, context: Any) -> Iterator[LivePageHandle]:
-    handle = open_live(context, server.url + "/core")
-    yield handle
-    # Chrome logs every non-2xx answer as "Failed to load resource"; tests
-    # that provoke 4xx on purpose check their answers themselves.
-    unexpected = [e for e in handle.errors if "Failed to load resource" not in e]
-    assert not unexpected, unexpected
+def probe_page(server: LiveServer, user: User) -> Iterator[LiveTab]:
+    live = open_live(user, server.url + "/core")
+    yield live
+    # LiveTab.errors leaves out the browser's own "Failed to load resource"
+    # (tests that provoke 4xx on purpose check their answers themselves).
+    assert not live.errors, live.errors
 
 
-def test_call_remote_resolves_with_the_python_return_value(probe_page: LivePageHandle) -> None:
+def test_call_remote_resolves_with_the_python_return_value(probe_page: LiveTab) -> None:
     assert probe_page.run("return await widget(1).callRemote('add_numbers', 2, 40)") == 42
     sent = [1, 2.5, "é ✓ \u2028", None, True, {"nested": [1, {"deep": []}]}]
     described = probe_page.run("return await widget(1).callRemote('describe', ...arg)", sent)
@@ -57,7 +56,7 @@ def test_call_remote_resolves_with_the_python_return_value(probe_page: LivePageH
     assert probe_page.run("return await widget(3).callRemote('whoami')") == "leaf"
 
 
-def test_call_remote_kw_passes_keyword_arguments(probe_page: LivePageHandle) -> None:
+def test_call_remote_kw_passes_keyword_arguments(probe_page: LiveTab) -> None:
     result = probe_page.run(
         "return await widget(1).callRemoteKw('greet', {name: 'Ann', punctuation: '?'})"
     )
@@ -66,7 +65,7 @@ def test_call_remote_kw_passes_keyword_arguments(probe_page: LivePageHandle) -> 
     assert described == {"args": [], "kwargs": {"x": 1, "y": [2, 3]}, "types": []}
 
 
-def test_server_call_get_receives_the_js_return_value(probe_page: LivePageHandle) -> None:
+def test_server_call_get_receives_the_js_return_value(probe_page: LiveTab) -> None:
     # Probe.ask runs call_remote(...).get() inside an exposed method: the
     # browser's answer must reach it while that call holds the page's lane.
     ask = "return await widget(1).callRemote('ask', arg[0], arg[1])"
@@ -76,7 +75,7 @@ def test_server_call_get_receives_the_js_return_value(probe_page: LivePageHandle
 
 
 def test_exposed_method_waiting_on_the_browser_does_not_block_later_calls(
-    probe_page: LivePageHandle,
+    probe_page: LiveTab,
 ) -> None:
     order = probe_page.run(
         """
@@ -95,7 +94,7 @@ def test_exposed_method_waiting_on_the_browser_does_not_block_later_calls(
 
 
 def test_python_exception_rejects_the_promise_with_remote_error(
-    probe_page: LivePageHandle,
+    probe_page: LiveTab,
 ) -> None:
     error = probe_page.run(
         """
@@ -117,7 +116,7 @@ def test_python_exception_rejects_the_promise_with_remote_error(
 
 
 def test_js_exception_raises_remote_error_with_js_name_and_message_on_the_server(
-    probe_page: LivePageHandle,
+    probe_page: LiveTab,
 ) -> None:
     ask = "return await widget(1).callRemote('ask', arg[0], arg[1])"
     assert probe_page.run(ask, ["explode", ["kaboom"]]) == {
@@ -136,7 +135,7 @@ def test_js_exception_raises_remote_error_with_js_name_and_message_on_the_server
     assert unknown["error"] == "RemoteError" and "noSuchMethod" in unknown["message"]
 
 
-def test_bad_arguments_are_refused_before_the_method_runs(probe_page: LivePageHandle) -> None:
+def test_bad_arguments_are_refused_before_the_method_runs(probe_page: LiveTab) -> None:
     attempts = probe_page.run(
         """
         const probe = widget(1);
@@ -172,7 +171,7 @@ def test_bad_arguments_are_refused_before_the_method_runs(probe_page: LivePageHa
     assert probe_page.run("return await widget(1).callRemote('added_count')") == 0
 
 
-def test_nested_widgets_match_the_server_tree(probe_page: LivePageHandle) -> None:
+def test_nested_widgets_match_the_server_tree(probe_page: LiveTab) -> None:
     server_tree = probe_page.run("return await widget(1).callRemote('tree')")
     browser_tree = probe_page.run(
         """
@@ -204,13 +203,13 @@ def test_nested_widgets_match_the_server_tree(probe_page: LivePageHandle) -> Non
 
 
 def test_widget_returned_from_an_exposed_method_loads_its_module_on_demand(
-    probe_page: LivePageHandle,
+    probe_page: LiveTab,
 ) -> None:
     loaded = (
         "return performance.getEntriesByType('resource')"
         ".some((e) => e.name.endsWith('/static/athena/Dynamic.js'))"
     )
-    import_map = probe_page.page.locator("script[type=importmap]").text_content()
+    import_map = probe_page.tab.js("document.querySelector('script[type=importmap]').textContent")
     assert "Dynamic" not in import_map and "Core" in import_map
     assert probe_page.run(loaded) is False
 
@@ -242,12 +241,12 @@ def test_widget_returned_from_an_exposed_method_loads_its_module_on_demand(
         "parent": PROBE,
         "children": [],
     }
-    probe_page.page.locator('[data-athena-class="Dynamic.Thing"]').wait_for()
-    screenshot(probe_page.page, "core_dynamic_widget")
+    probe_page.wait_visible('[data-athena-class="Dynamic.Thing"]')
+    probe_page.screenshot("core_dynamic_widget")
 
 
 def test_widget_passed_to_call_remote_arrives_as_a_constructed_widget(
-    probe_page: LivePageHandle,
+    probe_page: LiveTab,
 ) -> None:
     loaded = (
         "return performance.getEntriesByType('resource')"
@@ -267,24 +266,26 @@ def test_widget_passed_to_call_remote_arrives_as_a_constructed_widget(
             "inDocument": True,
         },
     }
-    gadget = probe_page.page.locator('[data-athena-widget="5"]')
-    assert gadget.get_attribute("data-athena-class") == "Pushed.Gadget"
-    assert gadget.locator(".label").text_content() == "pushed"
+    assert (
+        probe_page.tab.js(
+            "document.querySelector('[data-athena-widget=\"5\"]').dataset.athenaClass"
+        )
+        == "Pushed.Gadget"
+    )
+    assert probe_page.texts('[data-athena-widget="5"] .label') == ["pushed"]
     assert probe_page.run("return await widget(5).callRemote('whoami')") == "pushed"
 
 
-def test_data_athena_on_click_calls_the_widget_method(probe_page: LivePageHandle) -> None:
-    button = probe_page.page.get_by_role("button", name="Click me")
-    clicks = probe_page.page.locator(".clicks")
-    button.click()
-    expect(clicks).to_have_text("1")
-    button.click()
-    button.click()
-    expect(clicks).to_have_text("3")
+def test_data_athena_on_click_calls_the_widget_method(probe_page: LiveTab) -> None:
+    probe_page.tab.click("button.click-me")
+    probe_page.wait_texts(".clicks", ["1"])
+    probe_page.tab.click("button.click-me")
+    probe_page.tab.click("button.click-me")
+    probe_page.wait_texts(".clicks", ["3"])
     assert probe_page.run("return await widget(1).callRemote('clicked')") == 4
 
 
-def test_page_level_function_called_by_the_server(probe_page: LivePageHandle) -> None:
+def test_page_level_function_called_by_the_server(probe_page: LiveTab) -> None:
     ask = "return await widget(1).callRemote('ask_global', arg[0], arg[1])"
     assert probe_page.run(ask, ["documentTitle", []]) == {"ok": "Core behaviour"}
     assert probe_page.run(ask, ["sum", [1, 2, 3.5]]) == {"ok": 6.5}
@@ -299,7 +300,7 @@ def test_page_level_function_called_by_the_server(probe_page: LivePageHandle) ->
     assert "neverRegistered" in unregistered["message"]
 
 
-def test_detach_from_the_browser_runs_hooks_on_both_sides(probe_page: LivePageHandle) -> None:
+def test_detach_from_the_browser_runs_hooks_on_both_sides(probe_page: LiveTab) -> None:
     result = probe_page.run(
         """
         const { lifecycle } = await import('Core');
@@ -324,10 +325,10 @@ def test_detach_from_the_browser_runs_hooks_on_both_sides(probe_page: LivePageHa
         "detached:first",
     ]
     assert probe_page.run("return await widget(1).callRemote('on_page')") == [PROBE, SECOND]
-    assert probe_page.page.locator('[data-athena-widget="2"]').count() == 0
+    assert probe_page.count('[data-athena-widget="2"]') == 0
 
 
-def test_detach_from_the_server_runs_hooks_on_both_sides(probe_page: LivePageHandle) -> None:
+def test_detach_from_the_server_runs_hooks_on_both_sides(probe_page: LiveTab) -> None:
     probe_page.run("window.kept = widget(2);")
     assert probe_page.run("return await widget(1).callRemote('detach_child', 2)") is True
     assert probe_page.run("return await widget(1).callRemote('lifecycle')") == [
@@ -335,9 +336,9 @@ def test_detach_from_the_server_runs_hooks_on_both_sides(probe_page: LivePageHan
         "detached:first",
     ]
     # The browser learns it from the event stream.
-    expect(probe_page.page.locator('[data-athena-widget="2"]')).to_have_count(0)
+    wait_value(lambda: probe_page.count('[data-athena-widget="2"]'), 0)
     probe_page.expose_module("Core", "Core")
-    probe_page.page.wait_for_function("Core.lifecycle.includes('detached:first')")
+    probe_page.wait("Core.lifecycle.includes('detached:first')")
     browser = probe_page.run(
         """
         const { lifecycle } = await import('Core');

@@ -1,5 +1,5 @@
-"""The example app's other pages in a real Chromium: index, server push, nested widgets,
-and what a person sees when the server goes away.
+"""The example app's other pages: index and server push (Chromium), nested
+widgets and what a person sees when the server goes away (every engine).
 
 ``gunicorn -k gevent -w 1 'example_app:create_app()'``, as in the README.
 """
@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import EXAMPLE_APP, start_server
-from tests.browser.helpers import LivePageHandle, expect, open_live, screenshot
+from tests.browser.engines import User
+from tests.browser.helpers import expect, open_live, screenshot
+from tests.browser.live import LiveTab, wait_value
+from tests.browser.live import open_live as open_live_in
 from tests.support import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -72,91 +75,108 @@ def test_live_page_updates_without_any_user_action(server: LiveServer, context: 
     assert not live.errors, live.errors
 
 
-def item(todo: LivePageHandle, text: str) -> Any:
-    return todo.page.locator(".items > li", has_text=text)
-
-
-def test_todo_nested_and_dynamic_widgets_from_both_sides(server: LiveServer, context: Any) -> None:
-    todo = open_live(context, server.url + "/todo")
-    page = todo.page
-    expect(page.locator(".items > li .text")).to_have_text(
-        ["Read the Athena tutorial", "Port it to Flask"]
+def mark(todo: LiveTab, text: str, key: str) -> str:
+    """Tag the to-do item showing ``text`` as ``data-test=key``; its CSS selector."""
+    found = todo.tab.evaluate(
+        """([text, key]) => {
+            const item = [...document.querySelectorAll('.items > li')]
+              .find((li) => li.querySelector('.text').textContent === text);
+            if (item) item.dataset.test = key;
+            return Boolean(item);
+        }""",
+        [text, key],
     )
+    assert found, f"no item {text!r}"
+    return f'.items > li[data-test="{key}"]'
+
+
+def has_class(todo: LiveTab, selector: str, name: str) -> bool:
+    found: bool = todo.tab.evaluate(
+        "([s, name]) => document.querySelector(s)?.classList.contains(name) ?? false",
+        [selector, name],
+    )
+    return found
+
+
+def test_todo_nested_and_dynamic_widgets_from_both_sides(server: LiveServer, user: User) -> None:
+    todo = open_live_in(user, server.url + "/todo")
+    todo.wait_texts(".items > li .text", ["Read the Athena tutorial", "Port it to Flask"])
 
     # Add: the exposed method returns a new Item widget; the List inserts it.
-    page.get_by_label("New item").fill("Write browser tests")
-    page.get_by_role("button", name="Add", exact=True).click()
-    added = item(todo, "Write browser tests")
-    expect(added).to_have_count(1)
-    expect(page.get_by_label("New item")).to_have_value("")
-    assert added.evaluate(
-        "(node) => node.getAttribute('data-athena-class') === 'Todo.Item'"
+    todo.tab.fill(".add-form input[name=text]", "Write browser tests")
+    todo.tab.click(".add-form button[type=submit]")
+    todo.wait_texts(
+        ".items > li .text",
+        ["Read the Athena tutorial", "Port it to Flask", "Write browser tests"],
+    )
+    wait_value(lambda: todo.tab.js("document.querySelector('.add-form input').value"), "")
+    added = mark(todo, "Write browser tests", "added")
+    assert todo.tab.evaluate(
+        "(s) => { const node = document.querySelector(s);"
+        " return node.getAttribute('data-athena-class') === 'Todo.Item'"
         " && node.parentElement.closest('[data-athena-widget]')"
-        ".getAttribute('data-athena-class') === 'Todo.List'"
+        ".getAttribute('data-athena-class') === 'Todo.List'; }",
+        added,
     )
 
     # Toggle: an exposed method of the child widget.
-    added.get_by_role("checkbox").check()
-    expect(added).to_have_class(re.compile(r"\bdone\b"))
-    added.get_by_role("checkbox").uncheck()
-    expect(added).not_to_have_class(re.compile(r"\bdone\b"))
+    todo.tab.click(f"{added} input[type=checkbox]")
+    wait_value(lambda: has_class(todo, added, "done"), True, what="checked")
+    todo.tab.click(f"{added} input[type=checkbox]")
+    wait_value(lambda: has_class(todo, added, "done"), False, what="unchecked")
 
     # The server adds one on its own (call_remote with a widget argument).
-    page.get_by_role("button", name="Let the server add one").click()
-    expect(item(todo, "Added by the server")).to_have_count(1)
-    expect(page.locator(".items > li")).to_have_count(4)
-    screenshot(page, "example_todo")
+    todo.tab.click(".actions button[data-athena-on='click:serverAdds']")
+    wait_value(lambda: todo.count(".items > li"), 4)
+    assert todo.texts(".items > li .text")[-1] == "Added by the server"
+    todo.screenshot("example_todo")
 
     # Remove on the server: the server detaches it, the node goes away.
-    item(todo, "Port it to Flask").get_by_role("button", name="Remove").click()
-    expect(item(todo, "Port it to Flask")).to_have_count(0)
+    todo.tab.click(f"{mark(todo, 'Port it to Flask', 'port')} button.remove")
+    wait_value(lambda: todo.count('.items > li[data-test="port"]'), 0)
 
     # Detach from the browser (×): mark two items done, detach one of them
     # here. The server's clear_done then finds only the other one, so it had
     # detached the first.
-    first, served = item(todo, "Read the Athena tutorial"), item(todo, "Added by the server")
-    first.get_by_role("checkbox").check()
-    served.get_by_role("checkbox").check()
-    expect(first).to_have_class(re.compile(r"\bdone\b"))
-    expect(served).to_have_class(re.compile(r"\bdone\b"))
-    page.evaluate(
-        "async () => { const { Widget } = await import('athena');"
-        " window.kept = Widget.get(document.querySelector('.items > li')); }"
+    first = mark(todo, "Read the Athena tutorial", "first")
+    served = mark(todo, "Added by the server", "served")
+    todo.tab.click(f"{first} input[type=checkbox]")
+    todo.tab.click(f"{served} input[type=checkbox]")
+    wait_value(lambda: has_class(todo, first, "done"), True)
+    wait_value(lambda: has_class(todo, served, "done"), True)
+    todo.tab.evaluate(
+        "async (s) => { const { Widget } = await import('athena');"
+        " window.kept = Widget.get(document.querySelector(s)); }",
+        first,
     )
-    first.get_by_role("button", name="×").click()
-    expect(first).to_have_count(0)
-    cleared = page.evaluate(
+    todo.tab.click(f"{first} button.detach")
+    wait_value(lambda: todo.count(first), 0)
+    cleared = todo.tab.evaluate(
         """async () => {
             const { Widget } = await import('athena');
             return Widget.get(document.querySelector('.items')).clearDone();
         }"""
     )
     assert cleared == 1
-    expect(served).to_have_count(0)
-    expect(page.locator(".items > li .text")).to_have_text(["Write browser tests"])
+    wait_value(lambda: todo.count(served), 0)
+    todo.wait_texts(".items > li .text", ["Write browser tests"])
     # The browser-detached item is gone on the server: it no longer toggles.
-    stale = page.evaluate(
+    stale = todo.tab.evaluate(
         "() => window.kept.callRemote('toggle').then(() => 'toggled', (e) => e.code)"
     )
     assert stale == "widget-not-found"
-    unexpected = [e for e in todo.errors if "status of 404" not in e]
-    assert not unexpected, unexpected
+    assert not todo.errors, todo.errors
 
 
-def test_stopping_the_server_shows_the_connection_lost_banner(context: Any) -> None:
+def test_stopping_the_server_shows_the_connection_lost_banner(user: User) -> None:
     server = start_server(EXAMPLE_APP, "example-stopped")
     try:
-        live = open_live(context, server.url + "/live")
-        banner = live.page.locator(".athena-banner")
-        expect(banner).to_have_count(0)
-        live.page.wait_for_function(f"{CLOCK_TICKS} >= 1")
+        live = open_live_in(user, server.url + "/live")
+        assert live.count(".athena-banner") == 0
+        live.wait(f"{CLOCK_TICKS} >= 1")
     finally:
         server.stop()
-    expect(banner).to_be_visible(timeout=10_000)
-    expect(banner).to_contain_text("Connection lost")
+    live.wait_visible(".athena-banner", timeout=15)
+    assert "Connection lost" in live.texts(".athena-banner")[0]
     assert live.status() in ("disconnected", "gone")
-    assert live.page.evaluate("document.documentElement.dataset.athenaStatus") in (
-        "disconnected",
-        "gone",
-    )
-    screenshot(live.page, "example_server_stopped_banner")
+    live.screenshot("example_server_stopped_banner")

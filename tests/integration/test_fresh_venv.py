@@ -33,7 +33,9 @@ from tests.protocol_client import ProtocolClient
 from tests.readme import command
 from tests.support import OUTPUT, ROOT, free_port, wait_until
 
-pytestmark = pytest.mark.integration
+# A virtualenv and a pip install from scratch: a minute when the machine is
+# quiet, several when it is shared.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 #: Not part of the package: copying them would only slow the build down.
 SKIP = shutil.ignore_patterns(

@@ -53,6 +53,16 @@ try {
 }
 write({ ready: true, version: await browser.version(), pid: browser.process()?.pid ?? null });
 
+async function withElement(page, selector, timeout, action) {
+  const element = await page.waitForSelector(selector, { visible: true, timeout });
+  if (!element) throw new Error(`no ${selector}`);
+  try {
+    await action(element);
+  } finally {
+    await element.dispose();
+  }
+}
+
 const commands = {
   async newUser() {
     return keep(await browser.createBrowserContext());
@@ -84,20 +94,20 @@ const commands = {
   async evaluate({ tab, expression }) {
     return await get(tab).evaluate(expression);
   },
+  // Element actions wait for a visible element, then act on it. (puppeteer's
+  // locators also wait for a stable box over animation frames, which timed
+  // out now and then for a window not in front.)
   async click({ tab, selector, timeout }) {
-    await get(tab).locator(selector).setTimeout(timeout).click();
+    await withElement(get(tab), selector, timeout, (element) => element.click());
   },
   async fill({ tab, selector, text, timeout }) {
-    await get(tab).locator(selector).setTimeout(timeout).fill(text);
+    await withElement(get(tab), selector, timeout, async (element) => {
+      await element.evaluate((node) => { node.value = ""; });
+      await element.type(text);
+    });
   },
   async press({ tab, selector, key, timeout }) {
-    const page = get(tab);
-    const element = await page.locator(selector).setTimeout(timeout).waitHandle();
-    try {
-      await element.press(key);
-    } finally {
-      await element.dispose();
-    }
+    await withElement(get(tab), selector, timeout, (element) => element.press(key));
   },
   async errors({ tab }) {
     return [...errors.get(get(tab))];
