@@ -12,7 +12,9 @@ import logging
 from collections.abc import Generator
 
 from flask import Blueprint, Response, current_app, request, send_file, session
+from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import Rule
 
 from .endpoint import (
     answer_calls,
@@ -89,7 +91,7 @@ def _unexpected(error: Exception) -> Response:
 # -- views --------------------------------------------------------------------
 
 
-@blueprint.post("/<page_id>/calls")
+@blueprint.post("/<page_id>/calls", provide_automatic_options=False)
 def calls(page_id: str) -> Response:
     """Browser → server calls: the checks of :mod:`~flask_athena.endpoint`, in order,
     then :func:`~flask_athena.endpoint.answer_calls` in this request's context."""
@@ -100,7 +102,7 @@ def calls(page_id: str) -> Response:
     return calls_response(*answer_calls(state, page, batch))
 
 
-@blueprint.post("/<page_id>/close")
+@blueprint.post("/<page_id>/close", provide_automatic_options=False)
 def close(page_id: str) -> Response:
     """The beacon: the browser left; close the page (204, also when already closed)."""
     state = _state()
@@ -125,7 +127,7 @@ def _last_event_id() -> int:
     return int(raw)
 
 
-@blueprint.get("/<page_id>/events")
+@blueprint.get("/<page_id>/events", provide_automatic_options=False)
 def events(page_id: str) -> Response:
     """The page's event stream: replay after ``Last-Event-ID``, then live messages.
 
@@ -233,17 +235,31 @@ def _wrong_method(page_id: str, allowed: str) -> Response:
 
 
 # A wrong method is a routing error, and routing errors never reach a
-# blueprint's error handlers (Flask would answer with its HTML page): give
-# the other methods rules of their own so the 405 is JSON like every answer.
-for _endpoint, _allowed in (("calls", "POST"), ("close", "POST"), ("events", "GET")):
-    blueprint.add_url_rule(
-        f"/<page_id>/{_endpoint}",
-        f"{_endpoint}_wrong_method",
-        _wrong_method,
-        methods=[m for m in ("GET", "POST", "PUT", "PATCH", "DELETE") if m != _allowed],
-        defaults={"allowed": _allowed},
-        provide_automatic_options=False,
-    )
+# blueprint's error handlers (Flask would answer with its HTML page): each
+# endpoint gets a rule of its own for every other method, so the 405 is JSON
+# like every answer. "Every other" includes OPTIONS, TRACE, PROPFIND and any
+# made-up method, so the rule has no method list at all (a werkzeug Rule
+# with ``methods=None`` matches every method); Flask's add_url_rule would
+# turn None into GET, so the rule goes into the app's url_map directly.
+_ALLOWED = {"calls": "POST", "close": "POST", "events": "GET"}
+
+
+@blueprint.record
+def _add_wrong_method_rules(setup: BlueprintSetupState) -> None:
+    app = setup.app
+    for name, allowed in _ALLOWED.items():
+        # One endpoint per rule: werkzeug redirects between rules that
+        # share an endpoint and differ in their defaults.
+        endpoint = f"{blueprint.name}.{name}_wrong_method"
+        app.view_functions[endpoint] = _wrong_method
+        app.url_map.add(
+            Rule(
+                f"{setup.url_prefix or ''}/<page_id>/{name}",
+                endpoint=endpoint,
+                methods=None,
+                defaults={"allowed": allowed},
+            )
+        )
 
 
 @blueprint.get("/modules/<name>.js")

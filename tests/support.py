@@ -70,7 +70,7 @@ class LiveServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, ready_path: str = "/healthz", timeout: float = 20.0) -> LiveServer:
+    def start(self, ready_path: str = "/healthz", timeout: float = 60.0) -> LiveServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         cmd = [

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from gevent.event import Event
 
+from ..protocol import valid_text
 from .memory import MemoryOutbox
 
 if TYPE_CHECKING:
@@ -53,12 +54,12 @@ class RedisOutbox:
         # Everything that can refuse the message runs before a seq is taken,
         # so a refused message exists nowhere (no copy only this worker has,
         # no seq Redis never gets): the writer's room (BrokerUnavailable when
-        # Redis is not keeping up), then the encoding (a lone surrogate
-        # raises UnicodeEncodeError here, to the caller, never in the writer
-        # greenlet that serves the whole worker).
+        # Redis is not keeping up). A lone surrogate becomes U+FFFD here, as
+        # in the local copy (protocol.valid_text), so the writer greenlet
+        # that serves the whole worker never gets text it cannot encode.
         if not self.closed:  # nobody reads a closed page; keep no key for it
             self._broker.check_room()
-        data.encode()
+        data = valid_text(data)
         seq = self._frames.publish(data)
         if not self.closed:
             # Nothing between the check and here yields: the room is still there.

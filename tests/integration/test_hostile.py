@@ -463,3 +463,17 @@ def test_malformed_chunked_body_is_a_json_400(target: Target, endpoint: str, cas
     assert json_error(body) == "bad-request"
     assert page.call("add_item", "still works")[1] is not None
     assert page.close() == 204
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "PROPFIND"])
+def test_unsupported_methods_on_the_endpoints_answer_json(target: Target, method: str) -> None:
+    # What broke: these answered Flask's HTML pages (OPTIONS an empty 200).
+    page = Page(target.url, "/todo")
+    for endpoint in ("calls", "close", "events"):
+        response = requests.request(
+            method, target.url + page.config[endpoint], cookies=page.cookies, timeout=10
+        )
+        assert response.status_code == 405, (endpoint, response.text)
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == "method-not-allowed"
+    assert page.close() == 204

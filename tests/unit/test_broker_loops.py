@@ -9,7 +9,6 @@ import pytest
 from gevent.event import Event
 
 from flask_athena.broker.loops import BACKOFF_CAP, Loop, backoff
-from flask_athena.broker.redis import RedisBroker
 from flask_athena.broker.redis_poller import poll_answer
 from flask_athena.broker.redis_subscriber import Replies, WakeUps
 
@@ -61,17 +60,6 @@ def test_backoff_grows_with_jitter_and_a_cap() -> None:
     assert 0.05 <= backoff(0) <= 0.1
     assert all(backoff(n) <= BACKOFF_CAP for n in range(1, 40))
     assert backoff(30) >= BACKOFF_CAP / 2
-
-
-def test_regression_an_unencodable_message_took_a_seq_and_reached_the_writer() -> None:
-    # Nothing connects: the message is refused before anything is queued.
-    broker = RedisBroker("redis://127.0.0.1:1/0", 5.0)
-    outbox = broker.create_outbox("page", 10)
-    with pytest.raises(UnicodeEncodeError):
-        outbox.publish('"\ud800"')
-    assert outbox.last_seq == 0
-    assert outbox.read(0) == []
-    assert not any(loop.alive for loop in broker.health())  # nothing was started
 
 
 def test_poll_answer_tells_gone_trimmed_and_fresh_frames_apart() -> None:

@@ -439,6 +439,9 @@ def run(storm: Storm, strategy: st.SearchStrategy[Request], examples: int) -> No
     storm_of()
 
 
+# 6,000+ requests, CPU-bound: about 80 s alone on a CI machine, more under
+# load, and every calls POST now goes through Flask's view (issue 14).
+@pytest.mark.timeout(360)
 def test_random_posts_to_the_calls_endpoint_never_fail_the_server(storm: Storm) -> None:
     run(storm, requests(st.just("POST"), st.just("calls")), examples=1300)
     assert storm.sent >= 6000, storm.sent

@@ -176,3 +176,20 @@ def test_regression_get_on_calls_answered_405_as_html(page: TestPage) -> None:
     # to be Flask's HTML error page.
     response = page.client.flask.get(page.config["calls"])
     assert (response.status_code, response.mimetype) == (405, "application/json")
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "PROPFIND", "MKCOL", "BREW"])
+@pytest.mark.parametrize("endpoint", ["calls", "close", "events"])
+def test_regression_options_trace_propfind_answered_html(
+    page: TestPage, method: str, endpoint: str
+) -> None:
+    # Issue 13: methods outside the wrong-method rules' list got Flask's
+    # HTML 405 (or OPTIONS an empty 200): every answer is JSON now.
+    response = page.client.flask.open(
+        page.config[endpoint], method=method, headers=post_headers(page)
+    )
+    assert response.status_code == 405
+    assert response.headers["Allow"] == ("GET" if endpoint == "events" else "POST")
+    assert response.mimetype == "application/json"
+    assert response.get_json()["error"]["code"] == "method-not-allowed"
+    assert element(page).invocations == []
