@@ -187,6 +187,11 @@ class RedisPresence:
             self._mine[ref] = (topic, entry)
             mine[topic] = ref
             self._tracked[element] = mine
+        if element.page is None:
+            # Detached (its page closed) during the round trip: forget() ran
+            # before the entry was recorded, so remove it now, not never.
+            self.forget(element)
+            return ref
         self._wait_delivered(ref, topic, present=True)
         return ref
 

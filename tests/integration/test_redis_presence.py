@@ -108,11 +108,16 @@ def redis() -> Iterator[RedisServer]:
 @pytest.fixture(scope="module")
 def servers(redis: RedisServer) -> Iterator[tuple[LiveServer, LiveServer]]:
     env = settings(redis)
-    with (
-        LiveServer(APP, "presence-host-a", workers=3, env=env) as a,
-        LiveServer(APP, "presence-host-b", workers=1, env=env) as b,
-    ):
+    a = LiveServer(APP, "presence-host-a", workers=3, env=env)
+    b = LiveServer(APP, "presence-host-b", workers=1, env=env)
+    try:
+        # Generous: four workers boot at once on a shared, loaded machine.
+        a.start(timeout=90)
+        b.start(timeout=90)
         yield a, b
+    finally:
+        b.stop()
+        a.stop()
 
 
 @pytest.fixture
