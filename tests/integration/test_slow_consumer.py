@@ -82,7 +82,14 @@ def flood_a_stuck_reader(
     ``count`` messages of ``pad`` bytes, wait for the cut, then read what the
     cut stream delivered. Returns the client (open: close it), the page's
     state once cut, the probe's widget id and the ids read."""
-    server = server_factory(heartbeat=HEARTBEAT, outbox_size=outbox_size, page_timeout=30)
+    # The bound under test is the outbox's message count: its byte bound
+    # (ATHENA_OUTBOX_BYTES) is raised above the flood so it never decides.
+    server = server_factory(
+        heartbeat=HEARTBEAT,
+        outbox_size=outbox_size,
+        outbox_bytes=64 * 1024 * 1024,
+        page_timeout=30,
+    )
     client = ProtocolClient(server.url).open()
     try:
         client.session.mount("http://", SmallBufferAdapter(rcvbuf=4096))
