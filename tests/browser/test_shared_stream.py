@@ -33,9 +33,7 @@ GONE_LOG = """document.addEventListener("athena:gone", (event) => {
 def server() -> Iterator[LiveServer]:
     # A long heartbeat: a stream that stalls is found by the tests, not hidden
     # by a watchdog's reconnect.
-    server = start_server(
-        EXAMPLE_APP, "shared-stream", heartbeat=30, page_timeout=120, shared_stream=True
-    )
+    server = start_server(EXAMPLE_APP, "shared-stream", heartbeat=30, page_timeout=120)
     yield server
     server.stop()
 
