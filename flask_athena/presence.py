@@ -12,7 +12,8 @@ list per member.
 Two backends share the delivery code below: :class:`LocalPresence` (the
 in-process broker: the table lives here) and, with ``ATHENA_BROKER_URL``,
 :class:`~flask_athena.broker.redis_presence.RedisPresence` (the table lives in
-Redis, every worker keeps a replica fed by ordered diffs).
+Redis, every worker keeps a replica fed by ordered diffs). The broker makes
+the one that goes with it (:meth:`~flask_athena.broker.Broker.create_presence`).
 
 Shapes (the same in Python and in ``athena/presence`` in the browser):
 
@@ -209,7 +210,7 @@ class PresenceView:
     def _run_hooks(self, topic: str, joins: Presences, leaves: Presences) -> None:
         relay_json: str | None = None
         # A hook may make an element leave (or close a page): iterate a copy.
-        for element in list(self.state.broker.members(topic)):
+        for element in self.state.topics.members(topic):
             page = element.page
             if page is None:
                 continue

@@ -20,9 +20,9 @@ Routes, under ``url_prefix`` (default ``/_athena/inspector``):
 - ``/workers.json``: the same view as JSON (every worker's snapshot, see
   :meth:`flask_athena.ops.Ops.snapshot`).
 
-With the Redis broker the other workers' views come from their reports in
-Redis (:mod:`flask_athena.reports`), so the inspector shows every worker
-whichever worker serves it.
+With a broker spanning workers the other workers' views come from their
+reports (:meth:`flask_athena.broker.WorkerLink.reports`), so the inspector
+shows every worker whichever worker serves it.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class InspectorView(LiveElement):
             self._wake.clear()
             try:
                 self.call_remote("update", self._ops.workers())
-            except Exception as exc:  # one failed push (Redis down) must not end the view
+            except Exception as exc:  # one failed push (broker down) must not end the view
                 logger.warning("flask_athena: inspector update failed (%s)", exc)
                 current = self.page
                 if current is None or current.closed:
