@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -305,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
 
+    # SIGTERM (a timeout, a CI job cancelled) unwinds like an exception, so
+    # the servers and clients started are stopped by their PIDs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     params = figures.QUICK if args.quick else figures.FULL
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
