@@ -166,8 +166,8 @@ class ClusterPages:
     def close(self, page_id: str) -> Response:
         return forward_close(self._state, self._broker, page_id)
 
-    def events(self, page_id: str, last: int, retry_ms: int) -> Response:
-        return remote_events(self._state, self._broker, page_id, last, retry_ms)
+    def events(self, page_id: str, last: int, retry_ms: int, ack: bool = True) -> Response:
+        return remote_events(self._state, self._broker, page_id, last, retry_ms, ack)
 
 
 # -- on the owner ------------------------------------------------------------------
@@ -269,9 +269,19 @@ def _serve(state: AthenaState, kind: str, page_id: str, req: dict[str, Any]) -> 
 
 
 def remote_events(
-    state: AthenaState, broker: WorkerLink, page_id: str, last: int, retry_ms: int
+    state: AthenaState,
+    broker: WorkerLink,
+    page_id: str,
+    last: int,
+    retry_ms: int,
+    ack: bool = True,
 ) -> Response:
-    """Serve the event stream of a page another worker owns, from the broker."""
+    """Serve the event stream of a page another worker owns, from the broker.
+
+    ``ack``: ``last`` acknowledges (see :meth:`RemotePages.events
+    <flask_athena.broker.RemotePages.events>`); without it nothing is trimmed
+    and the stream starts from the page's acknowledged seq if that is later.
+    """
     owner = broker.locate(page_id)
     if owner is None or owner == broker.worker_id:
         return gone_response("unknown-page", retry_ms)
@@ -303,6 +313,11 @@ def remote_events(
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
     stream = RemoteEventStream(state, broker, reader, owner, key, generation, ctx)
     try:
+        if not ack:
+            # A shared stream's leader may ask from before what the page's
+            # tab acknowledged (an attach sent before relays that followed):
+            # those messages are gone from Redis, and the tab has them.
+            last = max(last, broker.acked(page_id))
         frames = broker.read_stream(page_id, last, None)
         if frames is None:
             stream.close()
@@ -311,7 +326,7 @@ def remote_events(
         # Last-Event-ID beyond the newest one trimmed first would forget
         # messages the browser never had (its replay from 0 found nothing
         # and no ``gone``: a silent loss).
-        if last:
+        if last and ack:
             broker.trim(page_id, last)
     except AthenaError:
         stream.close()

@@ -63,6 +63,11 @@ class Outbox(Protocol):
     def last_seq(self) -> int:
         """Sequence number of the last message published (0 before the first)."""
 
+    @property
+    def acked(self) -> int:
+        """The highest seq acknowledged so far (0 before the first ack): the
+        browser has every message up to it, so none of them is needed again."""
+
     #: Called on publish while more than half the outbox is unacknowledged
     #: (the page checks whether its stream keeps up; see flask_athena.stream).
     on_backlog: Callable[[], None] | None
@@ -112,8 +117,15 @@ class RemotePages(Protocol):
     def close(self, page_id: str) -> Response:
         """Answer a close POST (``204`` when the page is gone already)."""
 
-    def events(self, page_id: str, last: int, retry_ms: int) -> Response:
-        """The page's event stream after ``last``, or a ``gone`` answer."""
+    def events(self, page_id: str, last: int, retry_ms: int, ack: bool = True) -> Response:
+        """The page's event stream after ``last``, or a ``gone`` answer.
+
+        ``ack``: ``last`` acknowledges the messages up to it (a page's own
+        Last-Event-ID does). ``False`` for a shared stream, whose ``last`` is
+        what its leader tab relayed, not what the page's tab has: nothing is
+        forgotten, and a ``last`` below the page's acknowledged seq starts
+        from that seq (see :mod:`flask_athena.shared_stream`).
+        """
 
 
 class RemoteReader(Protocol):
@@ -197,6 +209,9 @@ class WorkerLink(Protocol):
 
     def trim(self, page_id: str, seq: int) -> None:
         """Forget the page's messages up to ``seq`` (the browser has them)."""
+
+    def acked(self, page_id: str) -> int:
+        """The highest seq the page's browser acknowledged, as its owner recorded it."""
 
     def reports(self, snapshot: Callable[[], Report], interval: float) -> WorkerReports:
         """Reports of this worker, ``snapshot()`` written every ``interval`` seconds."""

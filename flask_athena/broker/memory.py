@@ -35,6 +35,7 @@ class MemoryOutbox:
         "_frames",
         "_first_seq",
         "last_seq",
+        "acked",
         "_size",
         "_bytes",
         "_max_bytes",
@@ -47,6 +48,8 @@ class MemoryOutbox:
         self._frames: deque[bytes] = deque()
         self._first_seq = 1  # seq of _frames[0]
         self.last_seq = 0
+        #: The highest seq the browser acknowledged (it has every message up to it).
+        self.acked = 0
         self._size = size
         self._bytes = 0  # sum of len(frame) over _frames
         self._max_bytes = max_bytes
@@ -104,6 +107,7 @@ class MemoryOutbox:
     def ack(self, seq: int) -> None:
         if self.closed:
             return  # nothing kept (publish after close keeps nothing either)
+        self.acked = max(self.acked, min(seq, self.last_seq))
         drop = min(seq, self.last_seq) - self._first_seq + 1
         frames = self._frames
         for _ in range(max(drop, 0)):

@@ -363,6 +363,13 @@ class RedisBroker:
         self._ready()
         return RedisReader(self, page_id)
 
+    def acked(self, page_id: str) -> int:
+        """The highest seq the page's browser acknowledged, as its owner recorded it."""
+        conn = self._ready()
+        with self._errors(conn):
+            raw = conn.client.hget(page_key(page_id), "acked")
+        return int(raw) if raw is not None else 0
+
     def trim(self, page_id: str, seq: int) -> None:
         """Forget the page's messages up to ``seq`` (the browser has them)."""
         conn = self._ready()
