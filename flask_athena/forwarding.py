@@ -161,12 +161,15 @@ class ClusterPages:
         self._broker = broker
 
     def calls(self, page_id: str) -> Response:
+        """See :meth:`~flask_athena.broker.RemotePages.calls` (:func:`forward_calls`)."""
         return forward_calls(self._state, self._broker, page_id)
 
     def close(self, page_id: str) -> Response:
+        """See :meth:`~flask_athena.broker.RemotePages.close` (:func:`forward_close`)."""
         return forward_close(self._state, self._broker, page_id)
 
     def events(self, page_id: str, last: int, retry_ms: int, ack: bool = True) -> Response:
+        """See :meth:`~flask_athena.broker.RemotePages.events` (:func:`remote_events`)."""
         return remote_events(self._state, self._broker, page_id, last, retry_ms, ack)
 
 
@@ -372,6 +375,7 @@ class RemoteEventStream(StreamBody):
         }
 
     def start(self, cursor: int, frames: list[bytes], retry_ms: int) -> None:
+        """Set the body: ``frames`` (the replay after ``cursor``) first, then live messages."""
         self._body = self._run(cursor, frames, retry_ms)
 
     def _run(self, cursor: int, frames: list[bytes], retry_ms: int) -> Generator[bytes, None, None]:

@@ -154,11 +154,13 @@ class Limits:
             idle.close("evicted")
 
     def page_opened(self, page: LivePage, client: str | None) -> None:
+        """Count ``page`` against ``client`` (``None``: no address known). Never blocks."""
         if client is not None:
             self.client_pages.setdefault(client, {})[page.id] = page
             self._page_client[page.id] = client
 
     def page_closed(self, page: LivePage) -> None:
+        """Stop counting ``page`` against its client. Never blocks."""
         client = self._page_client.pop(page.id, None)
         if client is None:
             return
@@ -184,10 +186,12 @@ class Limits:
             raise TooManyStreams("Too many open event streams for this client address.")
 
     def stream_opened(self, client: str | None) -> None:
+        """Count one more stream of ``client`` (after :meth:`admit_stream`). Never blocks."""
         if client is not None:
             self.client_streams[client] = self.client_streams.get(client, 0) + 1
 
     def stream_closed(self, client: str | None) -> None:
+        """Count one stream of ``client`` fewer. Never blocks."""
         if client is None:
             return
         remaining = self.client_streams.get(client, 1) - 1
