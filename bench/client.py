@@ -145,6 +145,7 @@ class SSEConn(Conn):
         self.last_push = 0  # the soak: the last push k this page received
         self._lane: list[bytes] = []  # queued control messages (results)
         self._lane_busy = False
+        self.left = False  # the page was left for good (the soak's beacon)
         self._ack_wanted = False
         self._ack_timer: asyncio.TimerHandle | None = None
 
@@ -218,6 +219,8 @@ class SSEConn(Conn):
         raise NotImplementedError
 
     def _flush(self) -> None:
+        if self.left:
+            return  # a page that was left sends nothing more, as in a browser
         if not self._lane_busy and (self._lane or self._ack_wanted):
             self._lane_busy = True
             asyncio.get_running_loop().create_task(self._run_lane())
@@ -230,7 +233,8 @@ class SSEConn(Conn):
                 try:
                     await self.post_control(messages)
                 except Exception as exc:  # counted and reported; the lane never dies silently
-                    self.client.error(f"control:{type(exc).__name__}")
+                    if not self.left:  # an ack racing the page's own beacon
+                        self.client.error(f"control:{type(exc).__name__}: {str(exc)[:40]}")
                     return
         finally:
             self._lane_busy = False
@@ -315,6 +319,7 @@ class AthenaConn(SSEConn):
 
     async def leave(self) -> None:
         """What a browser does when the page is left: the stream ends, the beacon says so."""
+        self.left = True
         self.close()
         body = json.dumps({"token": self.config["token"]}).encode()
         status, _, reply = await self.client.http.request(

@@ -322,7 +322,13 @@ def plot(results: Results, out: Path) -> list[Path]:
         t for t in measured_targets(results) if results["targets"][t.name].get("available", True)
     ]
     figs = {t.name: results["targets"][t.name].get("figures", {}) for t in targets}
-    colors = {"raw": "#777777", "socketio": "#d9822b", "athena": "#2b6cd9"}
+    colors = {
+        "bare": "#b5b5b5",
+        "raw": "#777777",
+        "socketio": "#d9822b",
+        "athena": "#2b6cd9",
+        "athena-baseline": "#93b3ea",
+    }
     written: list[Path] = []
     subtitle = (
         f"{results['params']['mode']} run, {results['machine']['cpu_model']}, "

@@ -50,9 +50,10 @@ def test_a_short_soak_ends_where_it_started(tmp_path: Path) -> None:
     assert result["end"]["held"] == 0
     assert result["greenlets_ratio"] <= 1.1
     assert result["last_push"]["reached"] == result["last_push"]["pages"] > 0
-    assert result["pushes"] >= 2
+    assert result["pushes"] >= 1
     phases = [s["phase"] for s in result["samples"]]
-    assert phases[:3] == ["warm-up", "start", "opened"] and phases[-1] == "end"
+    assert phases[0] == "warm-up" and phases[-1] == "end"
+    assert phases.index("start") < phases.index("opened") < phases.index("soak")
     # 300 pages were held during the soak, not fewer.
     assert max(s["held"] for s in result["samples"] if s["phase"] == "soak") >= 300
     assert (tmp_path / "soak.png").stat().st_size > 0
