@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .figures import F1_SOURCES, Context, LoadMonitor, _settled_rss
+from .figures import F1_SOURCES, Context, LoadMonitor, _settled_rss, wait_quiet
 from .procs import ClientProc, Server
 from .targets import Target
 
@@ -40,8 +40,8 @@ CHURN_PER_S = 20
 CALLS_PER_S = 100
 #: One push to every page held, every this many seconds. Each push makes
 #: every page acknowledge it within 2.5-7.5 s (athena.js's policy): 10,000
-#: ack POSTs per push, which the shared 2-core machine sustains at this rate.
-PUSH_EVERY = 30.0
+#: ack POSTs in a burst, which the shared 2-core machine absorbs at this rate.
+PUSH_EVERY = 60.0
 #: The warm-up runs the same load this long (at most the soak's length).
 WARM_UP = 60.0
 #: The worker is sampled every this many seconds.
@@ -136,6 +136,7 @@ def soak(target: Target, ctx: Context, minutes: float, pages: int = PAGES) -> di
         "samples": samples,
         "errors": errors,
     }
+    result["waited_for_quiet_s"] = round(wait_quiet(ctx.params.quiet_wait), 1)
     with ctx.server(target, "soak") as server:
         procs: list[ClientProc] = []
         monitor = LoadMonitor(lambda: [os.getpid(), *server.pids(), *(c.pid for c in procs)])
