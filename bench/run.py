@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         const=10.0,
         help="instead of the figures: hold 10,000 pages for MINUTES (default 10) with "
         "pages coming and going, calls and pushes; RSS and greenlets must come back "
-        "(bench/soak.py)",
+        "(bench/soak.py); with --quick it does not wait for a quiet machine first",
     )
     parser.add_argument(
         "--soak-pages",

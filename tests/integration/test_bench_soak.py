@@ -31,6 +31,7 @@ def test_a_short_soak_ends_where_it_started(tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "bench",
+            "--quick",  # no waiting for a quiet machine first
             "--soak",
             "0.15",
             "--soak-pages",
