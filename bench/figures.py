@@ -110,6 +110,7 @@ class Context:
             self.logs,
             f"{target.name}-{phase}",
             env={**self.env, **target.env},
+            root=Path(target.root) if target.root else None,
         )
 
 

@@ -108,9 +108,12 @@ class Server:
         log_dir: Path,
         name: str,
         env: dict[str, str] | None = None,
+        root: Path | None = None,
     ) -> None:
         self.app, self.worker_class, self.workers = app, worker_class, workers
         self.env = env or {}
+        #: the checkout the app runs from (its cwd and PYTHONPATH)
+        self.root = root or ROOT
         self.port = free_port()
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -149,11 +152,11 @@ class Server:
             ],
         )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
+        env = {**os.environ, "PYTHONPATH": str(self.root), **self.env}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd,
-                cwd=ROOT,
+                cwd=self.root,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

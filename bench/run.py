@@ -29,7 +29,7 @@ from typing import Any
 from . import figures, report
 from .client import ACK_POLICY
 from .procs import ROOT, free_port, raise_nofile
-from .targets import TARGETS, Target
+from .targets import TARGETS, Target, add_baseline
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -248,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         "messages or SECONDS after the first (default: athena.js's, "
         f"{ACK_POLICY[0]},{ACK_POLICY[1]:g})",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run each flask_athena target on the code of git commit REF "
+        "(a temporary worktree), as '<target>@base': before/after in one run",
+    )
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
 
@@ -264,6 +270,48 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - {t.name for t in TARGETS}
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; known: {[t.name for t in TARGETS]}")
+    with baseline_checkout(args.baseline) as base:
+        if base is not None:
+            names = add_baseline(names, str(base[0]), base[1])
+        return _run(args, params, out, logs, names, argv)
+
+
+@contextlib.contextmanager
+def baseline_checkout(ref: str | None) -> Iterator[tuple[Path, str] | None]:
+    """A detached worktree of ``ref`` (and its short id) for the run; removed after."""
+    if ref is None:
+        yield None
+        return
+    sha = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", f"{ref}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    path = Path(tempfile.mkdtemp(prefix="flask_athena-bench-base-")) / sha
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), sha],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield path, (sha if ref == sha else f"{ref} {sha}")
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+            capture_output=True,
+        )
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _run(
+    args: argparse.Namespace,
+    params: figures.Params,
+    out: Path,
+    logs: Path,
+    names: list[str],
+    argv: list[str] | None,
+) -> int:
     ctx = figures.Context(
         params,
         out,
@@ -280,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "params": {**params.__dict__, "athena_ack": list(ctx.ack or ACK_POLICY)},
         "root": str(ROOT),
+        "baseline": args.baseline,
         "targets": {},
     }
     started = time.monotonic()

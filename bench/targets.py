@@ -9,7 +9,7 @@ in the table as such, never as a failure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 GEVENT = "gevent"
 GEVENT_WEBSOCKET = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
@@ -33,6 +33,9 @@ class Target:
     scale_out: bool = False
     #: figures the library cannot do at all, with the reason
     unsupported: dict[str, str] = field(default_factory=dict)
+    #: run the app from this checkout (``--baseline``: another commit's
+    #: worktree) instead of this one: its directory and ``PYTHONPATH``
+    root: str | None = None
 
 
 TARGETS: list[Target] = [
@@ -67,3 +70,29 @@ TARGETS: list[Target] = [
 ]
 
 BY_NAME = {t.name: t for t in TARGETS}
+
+
+def add_baseline(names: list[str], root: str, label: str) -> list[str]:
+    """Twin every flask_athena target of ``names`` with the same app run from
+    ``root`` (a checkout of another commit, first on the server's
+    ``PYTHONPATH``); return ``names`` with each twin right after its original.
+
+    The twins are ``<name>@base`` in TARGETS, so the table, the JSON and the
+    plots show them next to the code under test, measured in the same run.
+    """
+    out: list[str] = []
+    for name in names:
+        out.append(name)
+        target = BY_NAME[name]
+        if target.protocol != "athena":
+            continue
+        twin = replace(
+            target,
+            name=f"{name}@base",
+            label=f"{target.label} @{label}",
+            root=root,
+        )
+        TARGETS.insert(TARGETS.index(target) + 1, twin)
+        BY_NAME[twin.name] = twin
+        out.append(twin.name)
+    return out
