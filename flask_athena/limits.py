@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from flask import has_request_context, request
 from gevent import Timeout
@@ -51,7 +51,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_athena")
 
 
-def read_body(stream: IO[bytes], limit: int, timeout: float) -> bytes:
+class Readable(Protocol):
+    """What :func:`read_body` reads from: a request's body stream."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_body(stream: Readable, limit: int, timeout: float) -> bytes:
     """Read a request body of at most ``limit`` bytes within ``timeout`` seconds.
 
     Raises :class:`~flask_athena.errors.BodyTooLarge` (413) past ``limit``,
