@@ -51,7 +51,10 @@ class AthenaState:
         self.remote: RemotePages | None = None
         if config.broker_url is not None:
             self.cluster = RedisBroker(
-                config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
+                config.broker_url,
+                config.call_timeout,
+                f"{app.import_name}{config.url_prefix}",
+                outbox_bytes=config.outbox_bytes,
             )
             self.cluster.on_lost = self.page_lost
             self.cluster.app = app

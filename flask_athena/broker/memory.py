@@ -59,6 +59,23 @@ class MemoryOutbox:
         """Bytes of the messages kept now."""
         return self._bytes
 
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest message kept (``last_seq + 1`` when none is).
+
+        Every message before it was acknowledged or dropped by a bound: the
+        Redis outbox trims its stream to the same place.
+        """
+        return self._first_seq
+
+    @property
+    def backlogged(self) -> bool:
+        """Whether more than half of either bound is used (the reader lags)."""
+        max_bytes = self._max_bytes
+        return len(self._frames) > self._size // 2 or (
+            max_bytes is not None and self._bytes > max_bytes // 2
+        )
+
     def publish(self, data: str) -> int:
         """Queue one message; return its seq. Never yields.
 
@@ -91,10 +108,7 @@ class MemoryOutbox:
             self._first_seq += 1
         if self._event is not None:
             self._event.set()
-        if self.on_backlog is not None and (
-            len(frames) > self._size // 2
-            or (max_bytes is not None and self._bytes > max_bytes // 2)
-        ):
+        if self.on_backlog is not None and self.backlogged:
             self.on_backlog()
         return seq
 
