@@ -209,6 +209,8 @@ class RedisBroker:
     # -- the Broker protocol -------------------------------------------------
 
     def create_outbox(self, page_id: str, size: int) -> RedisOutbox:
+        """A :class:`~.redis_outbox.RedisOutbox` for page ``page_id`` (never
+        blocks; the writer loop writes it to Redis)."""
         return RedisOutbox(self, page_id, size)
 
     def register_page(self, page_id: str, outbox: Outbox) -> None:
@@ -360,6 +362,8 @@ class RedisBroker:
         return self._poller.poll(page_id, after, POOL_WAIT + 5.0)
 
     def reader(self, page_id: str) -> RedisReader:
+        """A reader of another worker's page, registered for its wake-ups
+        before the first read. Raises :class:`BrokerUnavailable`."""
         self._ready()
         return RedisReader(self, page_id)
 

@@ -106,6 +106,7 @@ class InboxServer(Loop):
         return stopped
 
     def run(self) -> None:
+        """The loop: pop forwarded requests and run each in a greenlet of the pool (bounded)."""
         conn = self._conn
         assert conn is not None
         tries = 0

@@ -117,6 +117,7 @@ class RedisReader:
     def wait(self, timeout: float) -> bool:
         # Auto-reset before the caller reads: a wake that arrives while it
         # reads sets the event again, so no message is ever waited past.
+        """Block until the owner wakes this reader or ``timeout`` passes; ``True`` when woken."""
         woke = self._event.is_set() or bool(self._event.wait(timeout))
         self._event.clear()
         return woke
@@ -127,4 +128,5 @@ class RedisReader:
         return self._broker.poll_stream(self.page_id, after)
 
     def close(self) -> None:
+        """Stop listening for the owner's wake-ups (never blocks)."""
         self._broker.wakeups.discard(self.page_id, self._event)
