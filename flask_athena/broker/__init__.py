@@ -76,8 +76,13 @@ class Outbox(Protocol):
     #: (the page checks whether its stream keeps up; see flask_athena.stream).
     on_backlog: Callable[[], None] | None
 
-    def publish(self, data: str) -> int:
-        """Append one message (a single-line JSON string); return its seq."""
+    def publish(self, data: str, field: bytes | None = None) -> int:
+        """Append one message (a single-line JSON string); return its seq.
+
+        ``field``: ``protocol.sse_data(data)`` when the caller built it
+        already, for a ``data`` that is valid text (``protocol.valid_text``):
+        a broadcast builds both once per widget id, not once per element.
+        """
 
     def ack(self, seq: int) -> None:
         """The browser has every message up to ``seq``; forget them."""

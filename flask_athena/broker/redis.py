@@ -44,6 +44,7 @@ from .. import signals
 from ..errors import BrokerUnavailable
 from ..protocol import sse_message
 from .loops import Loop, LoopHealth
+from .memory import Wakeups
 from .redis_common import (
     BROADCAST_CHANNEL,
     MAX_REDIS_CONNECTIONS,
@@ -104,6 +105,8 @@ class RedisBroker:
         self._outboxes: dict[str, RedisOutbox] = {}
         #: Wake-up events of the streams this worker serves for other workers' pages.
         self.wakeups = WakeUps()
+        #: Wakes the streams this worker serves for its own pages (their local copies).
+        self.local_wakeups = Wakeups()
         replies = Replies()
         self._liveness = LivenessCache()
         self._forwarder = Forwarder(replies, self.alive)
