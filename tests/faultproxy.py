@@ -239,6 +239,11 @@ class _ClientSide(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         proxy = self.pipe.proxy
+        if proxy._closing:
+            # Accepted as the proxy stops (its callback ran after the pipes
+            # were closed): left open, it would leak until garbage collection.
+            transport.abort()
+            return
         proxy.stats.connections += 1
         self.pipe.client = transport
         proxy._pipes.add(self.pipe)
@@ -350,6 +355,8 @@ class FaultProxy:
         self._truncates: list[list[Any]] = []
         self._stalled = False
         self._refusing = False
+        #: Set when the proxy stops: a connection accepted then is aborted at once.
+        self._closing = False
         self._refused: list[tuple[float, str]] = []  # (time.monotonic(), request line)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -390,6 +397,7 @@ class FaultProxy:
         try:
             await self._stopping.wait()
         finally:
+            self._closing = True
             server.close()
             for pipe in list(self._pipes):
                 pipe.close("stop")
@@ -397,6 +405,8 @@ class FaultProxy:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await server.wait_closed()
+            for pipe in list(self._pipes):  # added while the tasks were cancelled
+                pipe.close("stop")
             for _ in range(3):
                 await asyncio.sleep(0)  # let aborted transports finish closing
 
