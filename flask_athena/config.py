@@ -81,6 +81,11 @@ class AthenaConfig:
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:
+        """Read and validate every ``ATHENA_*`` key of ``config`` (a Flask config).
+
+        Raises :class:`~flask_athena.errors.ConfigurationError` naming the bad key.
+        """
+
         def number(key: str, kind: type, minimum: float) -> Any:
             value = config[f"ATHENA_{key}"]
             # NaN passes every comparison below and infinity breaks int() and

@@ -181,22 +181,27 @@ class AthenaMetrics:
     # -- pages and streams ----------------------------------------------------
 
     def page_opened(self) -> None:
+        """A page opened on this worker."""
         self.pages_open.inc()
         self.pages_opened.inc()
 
     def page_closed(self, page: LivePage, reason: str) -> None:
+        """``page`` closed for ``reason``; its last messages are counted."""
         self.pages_open.dec()
         self.pages_closed.labels(reason if reason in CLOSE_REASONS else "other").inc()
         self._count_published(page)
         self._published.pop(page, None)
 
     def stream_opened(self) -> None:
+        """An event stream opened on this worker."""
         self.streams_open.inc()
 
     def stream_closed(self) -> None:
+        """An event stream of this worker ended."""
         self.streams_open.dec()
 
     def messages_sent(self, page: LivePage | None, count: int, replayed: bool) -> None:
+        """``count`` messages went to a stream's write (``replayed``: a resume)."""
         self.delivered.inc(count)
         if replayed:
             self.replayed.inc(count)
@@ -219,11 +224,13 @@ class AthenaMetrics:
     # -- calls ---------------------------------------------------------------
 
     def call_started(self) -> None:
+        """A browser → server call starts in the current greenlet."""
         self._started[gevent.getcurrent()] = perf_counter()
 
     def call_ended(
         self, page: LivePage, element: LiveElement | None, method: str, code: str
     ) -> None:
+        """The call running in the current greenlet ended with ``code``."""
         started = self._started.pop(gevent.getcurrent(), None)
         if started is not None:
             self.call_latency.labels("browser").observe(perf_counter() - started)
@@ -236,6 +243,7 @@ class AthenaMetrics:
         self.calls.labels("browser", label, code).inc()
 
     def remote_call_sent(self, page: LivePage, call: RemoteCall) -> None:
+        """A server → browser call was sent; counted with its latency when it settles."""
         started = perf_counter()
         method = self._methods["server"](call.method)
         self._count_published(page)
@@ -254,19 +262,24 @@ class AthenaMetrics:
     # -- failures ------------------------------------------------------------
 
     def stream_cut(self, reason: str) -> None:
+        """A slow event stream was cut for ``reason``."""
         self.stream_cuts.labels(CUT_REASONS.get(reason, "other")).inc()
 
     def gone(self, reason: str) -> None:
+        """A browser was told its page is gone, for ``reason``."""
         self.gones.labels(reason if reason in GONE_REASONS else "other").inc()
 
     def post_forwarded(self, kind: str, status: int) -> None:
+        """A POST of ``kind`` was forwarded to the owner and answered ``status``."""
         label = str(status) if isinstance(status, int) and 100 <= status < 600 else "other"
         self.forwarded.labels(kind if kind in ("calls", "close") else "other", label).inc()
 
     def broker_error(self, operation: str) -> None:
+        """The broker failed in ``operation``."""
         self.broker_errors.labels(operation if operation in BROKER_OPERATIONS else "other").inc()
 
     def broker_reconnected(self) -> None:
+        """The broker's subscriber connected again."""
         self.broker_reconnects.inc()
 
     def broker_loops(self, loops: list[dict[str, Any]]) -> None:
@@ -275,6 +288,7 @@ class AthenaMetrics:
         self.loop_restarts.set(sum(int(loop["restarts"]) for loop in loops))
 
     def presence_members(self, topic: str, members: int) -> None:
+        """``topic`` has ``members`` presence keys now."""
         self.presence.labels(self._topics(topic)).set(members)
 
 

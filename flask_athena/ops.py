@@ -144,6 +144,7 @@ class Ops:
                 logger.exception("flask_athena: inspector listener failed")
 
     def record_error(self, kind: str, code: str, detail: str) -> None:
+        """Keep one error for the inspector (the newest :data:`RECENT_ERRORS`). Never blocks."""
         self.errors.append({"time": time.time(), "kind": kind, "code": code, "detail": detail})
 
     def shutdown(self) -> None:

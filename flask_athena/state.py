@@ -12,6 +12,7 @@ from flask import Flask, has_request_context, request
 
 from . import signals
 from .broker import create_broker
+from .broker.loops import Loop
 from .config import AthenaConfig
 from .errors import TooManyPages
 from .limits import Limits
@@ -61,7 +62,8 @@ class AthenaState:
         self.streams: set[StreamBody] = set()
         #: Pages and streams per client address and per worker (DESIGN §11).
         self.limits = Limits(config)
-        self._reaper: gevent.Greenlet | None = None
+        #: Closes idle pages, expires calls, cuts slow streams (a supervised loop).
+        self._reaper = Loop("reaper", self._reap_forever)
         #: Who is in which topic (``athena.presence``), kept where the broker says.
         self.presence: PresenceBackend = self.broker.create_presence(self)
         #: A POST passed the Origin check as same-origin / the proxy hint was
@@ -152,12 +154,12 @@ class AthenaState:
     @property
     def reaper_running(self) -> bool:
         """Whether this worker's reaper greenlet is alive."""
-        return self._reaper is not None and not self._reaper.dead
+        return self._reaper.alive
 
     def ensure_reaper(self) -> None:
-        """Start the reaper greenlet of this worker unless it runs (after a fork, it does not)."""
-        if self._reaper is None or self._reaper.dead:
-            self._reaper = gevent.spawn(self._reap_forever)
+        """Start the reaper greenlet of this worker unless it runs (after a fork,
+        it does not). Never blocks."""
+        self._reaper.start()
 
     def _reap_forever(self) -> None:
         interval = min(self.config.page_timeout / 4, self.config.heartbeat, 5.0)
@@ -185,8 +187,7 @@ class AthenaState:
         self.presence.close()  # first: the closing pages need not tell each other
         for page in list(self.pages.values()):
             page.close("shutdown")
-        if self._reaper is not None:
-            self._reaper.kill(block=True, timeout=5)
-            self._reaper = None
+        if not self._reaper.stop(timeout=5):
+            logger.warning("flask_athena: the reaper did not stop in time")
         self.topics.clear()
         self.broker.close()
