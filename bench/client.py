@@ -59,15 +59,27 @@ class Client:
     """The state shared by every connection of this process."""
 
     def __init__(
-        self, kind: str, host: str, port: int, pool: int, ack: tuple[int, float] = ACK_POLICY
+        self,
+        kind: str,
+        host: str,
+        port: int,
+        pool: int,
+        ack: tuple[int, float] = ACK_POLICY,
+        sources: list[str] | None = None,
     ) -> None:
         self.kind, self.host, self.port = kind, host, port
         self.ack_every, self.ack_delay = ack
+        #: Loopback source addresses the streams are spread over (F1): one
+        #: address reaches one server port from ~28k ephemeral ports only.
+        self.sources = list(sources or ())
+        self._next_source = 0
         self.http = HttpClient(host, port, pool)
         self.conns: list[Conn] = []
         self.phase: Phase | None = None
         self.errors: dict[str, int] = {}
         self.closed_streams = 0
+        #: the soak: every connection checks that pushes arrive once, in order
+        self.check_order = False
 
     def pushed(self, k: int) -> None:
         phase = self.phase
@@ -84,6 +96,13 @@ class Client:
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
+
+    def local_addr(self) -> tuple[str, int] | None:
+        """The source address of the next long-lived connection (round robin)."""
+        if not self.sources:
+            return None
+        self._next_source = (self._next_source + 1) % len(self.sources)
+        return (self.sources[self._next_source], 0)
 
 
 class Conn:
@@ -107,6 +126,10 @@ class Conn:
     async def reconnect(self, last: int) -> None:
         raise NotImplementedError
 
+    async def leave(self) -> None:
+        """Leave the page for good (the soak); by default, close the connection."""
+        self.close()
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -119,6 +142,7 @@ class SSEConn(Conn):
         self.stream: EventStream | None = None
         self.last_id = 0
         self.acked = 0
+        self.last_push = 0  # the soak: the last push k this page received
         self._lane: list[bytes] = []  # queued control messages (results)
         self._lane_busy = False
         self._ack_wanted = False
@@ -136,7 +160,9 @@ class SSEConn(Conn):
             )
             return self.stream
 
-        _, stream = await loop.create_connection(protocol, self.client.host, self.client.port)
+        _, stream = await loop.create_connection(
+            protocol, self.client.host, self.client.port, local_addr=self.client.local_addr()
+        )
         await stream.ready
 
     def on_event(self, name: bytes, data: bytes) -> None:
@@ -153,7 +179,12 @@ class SSEConn(Conn):
         i = data.find(HEAR)
         if i >= 0:
             i += len(HEAR)
-            self.client.pushed(int(data[i : data.index(b",", i)]))
+            k = int(data[i : data.index(b",", i)])
+            if self.client.check_order:
+                if self.last_push and k != self.last_push + 1:
+                    self.client.error("push-gap" if k > self.last_push else "push-repeated")
+                self.last_push = k
+            self.client.pushed(k)
             message = None
         else:
             message = json.loads(data)
@@ -282,6 +313,16 @@ class AthenaConn(SSEConn):
     async def post_control(self, messages: list[bytes]) -> None:
         await self._post(messages)
 
+    async def leave(self) -> None:
+        """What a browser does when the page is left: the stream ends, the beacon says so."""
+        self.close()
+        body = json.dumps({"token": self.config["token"]}).encode()
+        status, _, reply = await self.client.http.request(
+            "POST", self.config["close"], body, self.post_headers, idempotent=True
+        )
+        if status != 204:
+            raise HttpError(f"close answered {status}: {reply[:200]!r}")
+
     async def call(self, value: Any) -> Any:
         self.seq += 1
         message = b'{"seq":%d,"type":"call","widget":1,"method":"echo","args":[%s]}' % (
@@ -363,7 +404,9 @@ class SocketIOConn(Conn):
             )
             return self.ws
 
-        _, ws = await loop.create_connection(protocol, self.client.host, self.client.port)
+        _, ws = await loop.create_connection(
+            protocol, self.client.host, self.client.port, local_addr=self.client.local_addr()
+        )
         await ws.ready
         await self._connected
 
@@ -425,4 +468,18 @@ class SocketIOConn(Conn):
             ws.close()
 
 
-KINDS: dict[str, type[Conn]] = {"athena": AthenaConn, "raw": RawConn, "socketio": SocketIOConn}
+class BareConn(RawConn):
+    """The ``bare`` target: calls only (``POST /call``), no page and no stream."""
+
+    supports_replay = False
+
+    async def open(self) -> None:
+        return None
+
+
+KINDS: dict[str, type[Conn]] = {
+    "athena": AthenaConn,
+    "raw": RawConn,
+    "socketio": SocketIOConn,
+    "bare": BareConn,
+}

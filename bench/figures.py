@@ -22,13 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .procs import ClientProc, Server, nofile_limit
+from .procs import ROOT, ClientProc, Server, nofile_limit
 from .targets import Target
 
 #: Connections opened before the F1 baseline (so first-request costs are paid).
 F1_WARM = 10
 #: fds a process keeps besides the measured connections (listeners, pools, pipes).
 FD_HEADROOM = 300
+#: Loopback source addresses the F1 clients spread their streams over: one
+#: address reaches the server's port from ~28k ephemeral ports only
+#: (``net.ipv4.ip_local_port_range``); Linux routes all of 127/8 to ``lo``.
+F1_SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class Params:
     replay_rounds: int
     reps: int  #: repetitions of throughput figures
     f1_procs: int = 2
+    #: F1 levels after which one push must reach every page held (and is timed)
+    push_levels: tuple[int, ...] = ()
     concurrency: int = 100
     s2c_clients: int = 10
     s2c_per_client: int = 10
@@ -54,7 +60,7 @@ class Params:
 
 FULL = Params(
     "full",
-    [1000, 5000, 10000, 19000],
+    [1000, 5000, 10000, 19000, 50000, 100000],
     pages=1000,
     fanout_rounds=100,
     sustain_count=300,
@@ -65,6 +71,7 @@ FULL = Params(
     replay_rounds=20,
     reps=3,
     quiet_wait=45.0,
+    push_levels=(19000, 50000, 100000),
 )
 QUICK = Params(
     "quick",
@@ -96,8 +103,10 @@ class Context:
     #: the Athena client's ack policy (messages, seconds); None: athena.js's
     ack: tuple[int, float] | None = None
 
-    def client(self, target: Target, port: int, pool: int) -> ClientProc:
-        return ClientProc(target.protocol, port, pool=pool, ack=self.ack)
+    def client(
+        self, target: Target, port: int, pool: int, sources: list[str] | None = None
+    ) -> ClientProc:
+        return ClientProc(target.protocol, port, pool=pool, ack=self.ack, sources=sources)
 
     def wanted(self, figure: str) -> bool:
         return self.only is None or figure in self.only
@@ -110,6 +119,7 @@ class Context:
             self.logs,
             f"{target.name}-{phase}",
             env={**self.env, **target.env},
+            root=Path(target.root) if target.root else ROOT,
         )
 
 
@@ -250,6 +260,21 @@ def _settled_rss(server: Server, limit: float = 8.0) -> int:
     return previous
 
 
+def _push_all(server: Server, procs: list[ClientProc], k: int) -> dict[str, Any]:
+    """One push (``k``) to every page held: how many got it, when the last did."""
+    for proc in procs:
+        proc.call("arm", lo=k, hi=k + 1)
+    t0 = time.monotonic()
+    server.post("/bench/push", {"k": k}, timeout=120)
+    waits = [proc.call("wait", timeout=120) for proc in procs]
+    last = max((w["last"] for w in waits if w["count"]), default=t0)
+    return {
+        "pages": sum(w["expected"] for w in waits),
+        "reached": sum(w["count"] for w in waits),
+        "last_ms": (last - t0) * 1000,
+    }
+
+
 def idle_pages(target: Target, ctx: Context) -> dict[str, Any]:
     """F1: ramp idle pages (stream open, nothing sent) and read the worker's RSS."""
     p = ctx.params
@@ -261,74 +286,88 @@ def idle_pages(target: Target, ctx: Context) -> dict[str, Any]:
             lambda: [os.getpid(), *server.pids(), *ctx.service_pids, *(c.pid for c in procs)]
         )
         try:
-            procs = [ctx.client(target, server.port, 8) for _ in range(p.f1_procs)]
+            procs = [
+                ctx.client(target, server.port, 8, sources=F1_SOURCES) for _ in range(p.f1_procs)
+            ]
             warm = procs[0].call("open", n=F1_WARM)
             if warm["failed"]:
                 raise RuntimeError(f"warm-up failed: {warm['errors']}")
             base = _settled_rss(server)
             result["base_rss_mib"] = base / 1024
+            result["fd_limit"] = {"server": server.fd_limit()}
             held = F1_WARM
             client_fds = min(nofile_limit(c.pid) for c in procs)
+            result["fd_limit"]["client"] = client_fds
+            pushed_at = -1  # pages held when the last push reached them all
+            counts = [F1_WARM] + [0] * (len(procs) - 1)  # pages each client process holds
             for level in p.levels:
                 server_fds = server.fd_limit()
                 share = math.ceil(level / len(procs))
+                if target.f1_max is not None and level > target.f1_max:
+                    levels.append({"level": level, "skipped": f"over {target.f1_max:,} (target)"})
+                    break
                 if level + FD_HEADROOM > server_fds:
                     levels.append({"level": level, "skipped": f"server fd limit {server_fds}"})
                     break
-                if share + FD_HEADROOM > client_fds:
-                    levels.append({"level": level, "skipped": f"client fd limit {client_fds}"})
-                    break
+                while share + FD_HEADROOM > client_fds and client_fds > 2 * FD_HEADROOM:
+                    # One more client process (each has its own fd limit).
+                    procs.append(ctx.client(target, server.port, 8, sources=F1_SOURCES))
+                    counts.append(0)
+                    share = math.ceil(level / len(procs))
+                # Fill the processes up to an even share each.
                 add = level - held
-                shares = [
-                    add // len(procs) + (1 if i < add % len(procs) else 0)
-                    for i in range(len(procs))
-                ]
+                shares = [max(0, share - n) for n in counts]
+                while sum(shares) > add:
+                    shares[shares.index(max(shares))] -= 1
                 t0 = time.monotonic()
                 for proc, n in zip(procs, shares):
-                    proc.send("open", n=n, concurrency=100, timeout=240)
+                    proc.send("open", n=n, concurrency=100, timeout=max(240, n / 50))
                 replies = [proc.receive() for proc in procs]
                 opened_s = time.monotonic() - t0
                 held += sum(r["opened"] for r in replies)
+                counts = [r["total"] for r in replies]
                 errors: Counter[str] = Counter()
                 for r in replies:
                     errors.update(r["errors"])
                 rss = _settled_rss(server)
                 dropped = sum(proc.call("status")["closed_streams"] for proc in procs)
                 failures = sum(r["failed"] for r in replies) + dropped
-                levels.append(
-                    {
-                        "level": level,
-                        "held": held,
-                        "failures": failures,
-                        "errors": dict(errors),
-                        "dropped": dropped,
-                        "open_seconds": opened_s,
-                        "rss_mib": rss / 1024,
-                        "rss_per_page_kib": (rss - base) / max(1, held - F1_WARM),
-                    }
-                )
+                entry: dict[str, Any] = {
+                    "level": level,
+                    "held": held,
+                    "failures": failures,
+                    "errors": dict(errors),
+                    "dropped": dropped,
+                    "open_seconds": opened_s,
+                    "rss_mib": rss / 1024,
+                    "rss_per_page_kib": (rss - base) / max(1, held - F1_WARM),
+                }
+                levels.append(entry)
                 if failures:
                     break
+                if level in p.push_levels:
+                    entry["push"] = _push_all(server, procs, level)
+                    pushed_at = held
+                    if entry["push"]["reached"] != entry["push"]["pages"]:
+                        break
             # Every page held must still be live: one push must reach them all.
-            for proc in procs:
-                proc.call("arm", lo=1, hi=2)
-            t0 = time.monotonic()
-            server.post("/bench/push", {"k": 1})
-            waits = [proc.call("wait", timeout=60) for proc in procs]
-            reached = sum(w["count"] for w in waits)
-            expected = sum(w["expected"] for w in waits)
-            last = max((w["last"] for w in waits if w["count"]), default=t0)
-            result["push_to_all"] = {
-                "pages": expected,
-                "reached": reached,
-                "last_ms": (last - t0) * 1000,
-            }
+            last_push = levels[-1].get("push") if levels else None
+            if last_push is not None and pushed_at == held:
+                result["push_to_all"] = last_push
+            else:
+                result["push_to_all"] = _push_all(server, procs, 1)
             # Read while the clients live: a dead process's CPU is no longer ours.
             result["foreign_load_cores"] = monitor.foreign_cores()
         finally:
             for proc in procs:
                 proc.stop()
-    clean = [lv for lv in levels if "held" in lv and not lv["failures"]]
+    clean = [
+        lv
+        for lv in levels
+        if "held" in lv
+        and not lv["failures"]
+        and lv.get("push", {}).get("reached") == lv.get("push", {}).get("pages")
+    ]
     result["max_held"] = clean[-1]["held"] if clean else 0
     push = result.get("push_to_all", {})
     result["zero_failures"] = (

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .targets import TARGETS, Target
+from .targets import BY_NAME, TARGETS, Target
 
 Results = dict[str, Any]
 
@@ -87,6 +88,8 @@ GOALS = [
     Goal("sustained push >= 0.85x raw", "F3", "deliveries_per_s", ">=", 0.85, "raw"),
     Goal("sustained push >= 1.2x Flask-SocketIO", "F3", "deliveries_per_s", ">=", 1.2, "socketio"),
     Goal("calls/s at c=100 >= Flask-SocketIO", "F4", "calls_per_s", ">=", 1.0, "socketio"),
+    Goal("calls/s at c=100 >= 0.9x bare WSGI", "F4", "calls_per_s", ">=", 0.9, "bare"),
+    Goal("calls/s at c=100 >= raw", "F4", "calls_per_s", ">=", 1.0, "raw"),
     Goal(
         "server->browser round trips/s >= Flask-SocketIO",
         "F5",
@@ -97,6 +100,17 @@ GOALS = [
     ),
     Goal("replay of 1,000 messages (median) < 50 ms", "F6", "median_ms", "<", 50.0),
 ]
+
+
+def measured_targets(results: Results) -> list[Target]:
+    """The targets of a run in table order; ``--baseline``'s after the known ones."""
+    known = [t for t in TARGETS if t.name in results["targets"]]
+    extra = [
+        Target(name, entry.get("label", name), entry.get("app", ""), "athena")
+        for name, entry in results["targets"].items()
+        if name not in BY_NAME
+    ]
+    return known + extra
 
 
 def evaluate_goals(results: Results) -> list[dict[str, Any]]:
@@ -146,6 +160,8 @@ def _f1_level(level: int) -> Callable[[dict[str, Any]], str]:
             return "-"
         if "error" in f1:
             return "ERROR"
+        if f1.get("supported") is False:
+            return "n/s"
         for lv in f1.get("levels", []):
             if lv["level"] == level:
                 if "skipped" in lv:
@@ -158,10 +174,32 @@ def _f1_level(level: int) -> Callable[[dict[str, Any]], str]:
     return cell
 
 
+def _f1_push(level: int) -> Callable[[dict[str, Any]], str]:
+    def cell(figures: dict[str, Any]) -> str:
+        f1 = figures.get("F1")
+        if not f1:
+            return "-"
+        if "error" in f1:
+            return "ERROR"
+        if f1.get("supported") is False:
+            return "n/s"
+        for lv in f1.get("levels", []):
+            if lv["level"] == level and "push" in lv:
+                push = lv["push"]
+                if push["reached"] != push["pages"]:
+                    return f"{push['pages'] - push['reached']:,} missed"
+                return _fmt(push["last_ms"], 0)
+        return "-"
+
+    return cell
+
+
 def _f1_held(figures: dict[str, Any]) -> str:
     f1 = figures.get("F1")
     if not f1 or "error" in f1:
         return "ERROR" if f1 else "-"
+    if f1.get("supported") is False:
+        return "n/s"
     push = f1.get("push_to_all", {})
     return f"{f1.get('max_held', 0):,} ({push.get('reached', 0):,} got a push)"
 
@@ -176,9 +214,10 @@ def _spread(figures: dict[str, Any]) -> str:
     return " + ".join(f"{n:,}" for n in pages) if pages else "-"
 
 
-def table_rows(levels: list[int]) -> list[Row]:
+def table_rows(levels: Sequence[int], push_levels: Sequence[int] = ()) -> list[Row]:
     rows: list[Row] = [("F1 idle pages held, zero failures", _f1_held)]
     rows += [(f"F1 RSS KiB/page @ {lv:,}", _f1_level(lv)) for lv in levels]
+    rows += [(f"F1 one push to all @ {lv:,}, ms", _f1_push(lv)) for lv in push_levels]
     rows += [
         ("F1 one push to all held pages, ms", _fig("F1", "push_all_ms", 0)),
         ("F2 fan-out to N pages: median ms", _fig("F2", "median_ms")),
@@ -204,11 +243,11 @@ def table_rows(levels: list[int]) -> list[Row]:
 
 
 def render_table(results: Results) -> str:
-    targets = [t for t in TARGETS if t.name in results["targets"]]
+    targets = measured_targets(results)
     levels = results["params"]["levels"]
     header = ["figure"] + [t.label for t in targets]
     body = []
-    for label, cell in table_rows(levels):
+    for label, cell in table_rows(levels, results["params"].get("push_levels") or []):
         row = [label]
         for t in targets:
             entry = results["targets"][t.name]
@@ -247,7 +286,7 @@ def _with_f1_push(figures: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_goals(goals: list[dict[str, Any]], results: Results) -> str:
-    labels = {t.name: t.label for t in TARGETS}
+    labels = {t.name: t.label for t in measured_targets(results)}
     lines = []
     for g in goals:
         status = g["status"]
@@ -280,10 +319,7 @@ def plot(results: Results, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     targets: list[Target] = [
-        t
-        for t in TARGETS
-        if results["targets"].get(t.name, {}).get("available", True)
-        and t.name in results["targets"]
+        t for t in measured_targets(results) if results["targets"][t.name].get("available", True)
     ]
     figs = {t.name: results["targets"][t.name].get("figures", {}) for t in targets}
     colors = {"raw": "#777777", "socketio": "#d9822b", "athena": "#2b6cd9"}

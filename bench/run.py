@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,10 +27,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import figures, report
+from . import figures, report, soak
 from .client import ACK_POLICY
 from .procs import ROOT, free_port, raise_nofile
-from .targets import TARGETS, Target
+from .targets import BY_NAME, TARGETS, Target, baseline
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -147,7 +148,9 @@ def run_target(target: Target, ctx: figures.Context) -> dict[str, Any]:
     started = time.monotonic()
     with services(target, ctx.logs) as (env, service_pids):
         ctx.env, ctx.service_pids = env, service_pids
-        if ctx.wanted("F1"):
+        if ctx.wanted("F1") and "F1" in target.unsupported:
+            results["F1"] = {"supported": False, "reason": target.unsupported["F1"]}
+        elif ctx.wanted("F1"):
             print(f"  {target.name}: F1 idle pages {ctx.params.levels}", flush=True)
             try:
                 results["F1"] = figures.idle_pages(target, ctx)
@@ -225,6 +228,35 @@ def failures(results: dict[str, Any]) -> list[str]:
     return bad
 
 
+@contextlib.contextmanager
+def baseline_tree(rev: str | None) -> Iterator[list[Target]]:
+    """``--baseline REV``: a detached git worktree of REV, removed afterwards;
+    yields the target that runs the athena app from it (none without REV)."""
+    if not rev:
+        yield []
+        return
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    path = Path(tempfile.mkdtemp(prefix="flask_athena-bench-baseline-"))
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), commit],
+        capture_output=True,
+        check=True,
+    )
+    try:
+        yield [baseline(commit[:10], str(path))]
+    finally:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+            capture_output=True,
+        )
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -248,9 +280,35 @@ def main(argv: list[str] | None = None) -> int:
         "messages or SECONDS after the first (default: athena.js's, "
         f"{ACK_POLICY[0]},{ACK_POLICY[1]:g})",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the athena target from commit REV (a temporary git worktree), "
+        "right after this tree's: a change's before and after in one run",
+    )
+    parser.add_argument(
+        "--soak",
+        metavar="MINUTES",
+        nargs="?",
+        type=float,
+        const=10.0,
+        help="instead of the figures: hold 10,000 pages for MINUTES (default 10) with "
+        "pages coming and going, calls and pushes; RSS and greenlets must come back "
+        "(bench/soak.py)",
+    )
+    parser.add_argument(
+        "--soak-pages",
+        metavar="N",
+        type=int,
+        default=soak.PAGES,
+        help=f"pages the soak holds (default {soak.PAGES:,}); churn and calls scale with it",
+    )
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
 
+    # SIGTERM (a timeout, a CI job cancelled) unwinds like an exception, so
+    # the servers and clients started are stopped by their PIDs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     params = figures.QUICK if args.quick else figures.FULL
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -274,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.athena_ack:
         every, delay = args.athena_ack.split(",")
         ctx.ack = (int(every), float(delay))
+    if args.soak is not None:
+        if len(names) != 1 and args.targets:
+            parser.error("--soak runs one target")
+        target = BY_NAME[names[0] if args.targets else "athena"]
+        return soak.main(target, ctx, args.soak, args.soak_pages, plots=not args.no_plots)
     results: dict[str, Any] = {
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -284,11 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.monotonic()
     print(f"flask_athena bench ({params.mode}); results in {out}", flush=True)
-    for target in TARGETS:
-        if target.name not in names:
-            continue
-        print(f"- {target.label}", flush=True)
-        results["targets"][target.name] = run_target(target, ctx)
+    with baseline_tree(args.baseline) as extra:
+        for target in [*TARGETS, *extra]:
+            if target.name not in names and target not in extra:
+                continue
+            print(f"- {target.label}", flush=True)
+            results["targets"][target.name] = run_target(target, ctx)
     results["seconds"] = round(time.monotonic() - started, 1)
     results["goals"] = report.evaluate_goals(results)
     results["errors"] = failures(results)

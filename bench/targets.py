@@ -33,9 +33,24 @@ class Target:
     scale_out: bool = False
     #: figures the library cannot do at all, with the reason
     unsupported: dict[str, str] = field(default_factory=dict)
+    #: F1 stops after this many pages (levels above are reported as skipped)
+    f1_max: int | None = None
+    #: the source tree the server imports flask_athena and the app from
+    #: (None: this one); ``--baseline REV`` points it at a worktree of REV
+    root: str | None = None
 
+
+#: What the ``bare`` target (a WSGI callable answering JSON POSTs) cannot do.
+_BARE_ONLY_CALLS = "a plain WSGI callable with no event stream: the floor of the calls path only"
 
 TARGETS: list[Target] = [
+    Target(
+        "bare",
+        "bare WSGI",
+        "bench.apps.bare_app:app",
+        "bare",
+        unsupported={f: _BARE_ONLY_CALLS for f in ("F1", "F2", "F3", "F5", "F6")},
+    ),
     Target("raw", "raw", "bench.apps.raw_app:app", "raw"),
     Target(
         "socketio",
@@ -54,6 +69,7 @@ TARGETS: list[Target] = [
         workers=1,
         services=("redis",),
         scale_out=True,
+        f1_max=19000,
     ),
     Target(
         "athena-redis-2w",
@@ -63,7 +79,25 @@ TARGETS: list[Target] = [
         workers=2,
         services=("redis",),
         scale_out=True,
+        f1_max=19000,
     ),
 ]
 
 BY_NAME = {t.name: t for t in TARGETS}
+
+
+def baseline(rev: str, root: str) -> Target:
+    """The ``athena`` target run from another commit's tree (``--baseline REV``).
+
+    Measured in the same run as the others, so that a change's before and
+    after are compared under the same load.
+    """
+    athena = BY_NAME["athena"]
+    return Target(
+        "athena-baseline",
+        f"flask_athena @{rev}",
+        athena.app,
+        athena.protocol,
+        env=dict(athena.env),
+        root=root,
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import resource
 import sys
 import time
@@ -59,10 +60,16 @@ class Worker:
     # -- operations ---------------------------------------------------------
 
     async def op_init(
-        self, kind: str, host: str, port: int, pool: int = 64, ack: list[float] | None = None
+        self,
+        kind: str,
+        host: str,
+        port: int,
+        pool: int = 64,
+        ack: list[float] | None = None,
+        sources: list[str] | None = None,
     ) -> dict[str, Any]:
         policy = (int(ack[0]), float(ack[1])) if ack else ACK_POLICY
-        self.client = Client(kind, host, port, pool, policy)
+        self.client = Client(kind, host, port, pool, policy, sources)
         return {}
 
     async def op_open(self, n: int, concurrency: int = 100, timeout: float = 180) -> dict[str, Any]:
@@ -244,6 +251,83 @@ class Worker:
             "missing": missing,
             "times_ms": times_ms,
         }
+
+    async def op_churn(
+        self,
+        drop: int,
+        add: int,
+        calls: int,
+        concurrency: int = 10,
+        timeout: float = 60,
+        check_order: bool = True,
+    ) -> dict[str, Any]:
+        """The soak's step: ``drop`` random pages leave, ``add`` new ones come,
+        and ``calls`` echo calls (on as many pages, one each) run meanwhile,
+        ``concurrency`` at a time."""
+        self.c.check_order = check_order
+        conns = self.c.conns
+        random.shuffle(conns)
+        leaving = conns[len(conns) - min(drop, len(conns)) :]
+        del conns[len(conns) - len(leaving) :]
+        errors: dict[str, int] = {}
+
+        def count(exc: BaseException) -> None:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
+        async def leave(conn: Conn) -> None:
+            try:
+                await asyncio.wait_for(conn.leave(), 30)
+            except Exception as exc:  # counted and reported
+                count(exc)
+
+        slots = asyncio.Semaphore(concurrency)
+        # One call per page: a page has one sequenced POST in flight, as in athena.js.
+        callers = random.sample(conns, min(calls, len(conns)))
+
+        async def call(k: int, conn: Conn) -> None:
+            async with slots:
+                try:
+                    if await asyncio.wait_for(conn.call(k), 30) != k:
+                        errors["wrong-answer"] = errors.get("wrong-answer", 0) + 1
+                except Exception as exc:  # counted and reported
+                    count(exc)
+
+        started = now()
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                asyncio.gather(*(leave(c) for c in leaving)),
+                self.op_open(add, concurrency=concurrency, timeout=timeout),
+                asyncio.gather(*(call(k, conn) for k, conn in enumerate(callers))),
+            ),
+            timeout + 30,
+        )
+        opened = results[1]
+        for name, n in opened["errors"].items():
+            errors[f"open:{name}"] = errors.get(f"open:{name}", 0) + n
+        return {
+            "left": len(leaving),
+            "opened": opened["opened"],
+            "calls": len(callers),
+            "errors": errors,
+            "total": len(self.c.conns),
+            "elapsed": now() - started,
+        }
+
+    async def op_leave_all(self, concurrency: int = 100) -> dict[str, Any]:
+        """Every page leaves (stream closed, beacon sent)."""
+        conns, self.c.conns = self.c.conns, []
+        slots = asyncio.Semaphore(concurrency)
+        errors: dict[str, int] = {}
+
+        async def leave(conn: Conn) -> None:
+            async with slots:
+                try:
+                    await asyncio.wait_for(conn.leave(), 30)
+                except Exception as exc:  # counted and reported
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
+        await asyncio.gather(*(leave(c) for c in conns))
+        return {"left": len(conns), "errors": errors}
 
     async def op_status(self) -> dict[str, Any]:
         return {

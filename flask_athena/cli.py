@@ -2,16 +2,18 @@
 
 ``Athena.init_app`` adds the group to ``app.cli``, so with ``FLASK_APP`` set:
 
-- ``flask athena pages [--json]``: the live pages of every worker (Redis:
-  read from the workers' reports, see :mod:`flask_athena.reports`);
+- ``flask athena pages [--json]``: the live pages of every worker (read from
+  the workers' reports, see :meth:`~flask_athena.broker.WorkerLink.reports`);
 - ``flask athena check``: the configuration, the version, and the broker's
   reachability, server version and round-trip latency; exit status 1 when
   the broker cannot be reached;
 - ``flask athena broadcast TOPIC METHOD [ARGS]...``: call ``METHOD`` on every
-  element joined to ``TOPIC`` on every worker (Redis); each ARG is JSON when
+  element joined to ``TOPIC`` on every worker; each ARG is JSON when
   it parses as JSON, else a string.
 
-With the in-process broker (``ATHENA_BROKER_URL`` unset) the pages live in the
+The commands speak to the broker's :class:`~flask_athena.broker.WorkerLink`,
+from a process that is not a worker (no broker loop starts). With the
+in-process broker (``ATHENA_BROKER_URL`` unset) the pages live in the
 server's process, which this command is not: ``pages`` and ``broadcast`` say
 so and exit with status 1 (the inspector shows that server's pages).
 """
@@ -21,8 +23,7 @@ from __future__ import annotations
 import json
 import statistics
 from importlib.metadata import PackageNotFoundError, version
-from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -30,8 +31,12 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .config import DEFAULTS
+from .errors import BrokerUnavailable
 from .protocol import dumps
-from .reports import read_reports, redis_client, report_prefix
+
+if TYPE_CHECKING:
+    from .broker import WorkerLink
+    from .state import AthenaState
 
 athena_cli = AppGroup("athena", help="flask_athena: live pages, broker checks, broadcasts.")
 
@@ -39,8 +44,8 @@ athena_cli = AppGroup("athena", help="flask_athena: live pages, broker checks, b
 PINGS = 5
 
 
-def _state() -> Any:
-    state = current_app.extensions.get("athena")
+def _state() -> AthenaState:
+    state: AthenaState | None = current_app.extensions.get("athena")
     if state is None:
         raise click.ClickException(
             "flask_athena is not registered on this app. Did you forget to call init_app(app)?"
@@ -48,11 +53,15 @@ def _state() -> Any:
     return state
 
 
-def _no_broker(what: str) -> click.ClickException:
-    return click.ClickException(
-        f"{what} needs ATHENA_BROKER_URL: with the in-process broker the pages live in the "
-        "server process, not in this command's (use the inspector there)."
-    )
+def _link(what: str) -> WorkerLink:
+    """The broker's link to the workers, or the error naming the fix."""
+    link = _state().broker.link
+    if link is None:
+        raise click.ClickException(
+            f"{what} needs ATHENA_BROKER_URL: with the in-process broker the pages live in the "
+            "server process, not in this command's (use the inspector there)."
+        )
+    return link
 
 
 def _safe_url(url: str) -> str:
@@ -69,13 +78,11 @@ def _safe_url(url: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the workers' reports as JSON.")
 def pages_command(as_json: bool) -> None:
     """List the live pages of every worker."""
-    state = _state()
-    if state.config.broker_url is None:
-        raise _no_broker("Listing pages")
+    link = _link("Listing pages")
     try:
-        reports = read_reports(redis_client(state.config.broker_url), report_prefix(current_app))
-    except Exception as exc:
-        raise click.ClickException(f"Redis unreachable: {type(exc).__name__}: {exc}") from exc
+        reports = link.read_reports()
+    except BrokerUnavailable as exc:
+        raise click.ClickException(exc.message) from exc
     if as_json:
         click.echo(json.dumps(reports, indent=2, sort_keys=True))
         return
@@ -126,29 +133,26 @@ def check_command() -> None:
         if key == "BROKER_URL" and isinstance(value, str):
             value = _safe_url(value)
         click.echo(f"  ATHENA_{key} = {value!r}")
-    url = state.config.broker_url
-    if url is None:
+    link = state.broker.link
+    if link is None:
         click.echo("broker: in-process (ATHENA_BROKER_URL unset): run ONE worker per app")
         return
-    client = redis_client(url)
+    url = _safe_url(state.config.broker_url or "")
     try:
-        times = []
-        for _ in range(PINGS):
-            start = perf_counter()
-            client.ping()
-            times.append((perf_counter() - start) * 1000)
-        info = client.info("server")
-        workers = sum(1 for _ in client.scan_iter(match="athena:worker:*", count=500))
-        reports = len(list(client.scan_iter(match=f"{report_prefix(current_app)}*", count=500)))
-    except Exception as exc:
-        click.echo(f"broker: {_safe_url(url)}: UNREACHABLE ({type(exc).__name__}: {exc})")
+        result = link.check(PINGS)
+    except BrokerUnavailable as exc:
+        click.echo(f"broker: {url}: UNREACHABLE ({exc.message})")
         raise SystemExit(1) from exc
-    click.echo(f"broker: {_safe_url(url)}: reachable, Redis {info.get('redis_version', '?')}")
+    times = result.latencies_ms
+    click.echo(f"broker: {url}: reachable, {result.server}")
     click.echo(
         f"  latency: min {min(times):.2f} ms, median {statistics.median(times):.2f} ms, "
         f"max {max(times):.2f} ms ({PINGS} PINGs)"
     )
-    click.echo(f"  live workers (any app): {workers}; reporting for this app: {reports}")
+    click.echo(
+        f"  live workers (any app): {result.live_workers}; "
+        f"reporting for this app: {result.reporting}"
+    )
 
 
 @athena_cli.command("broadcast")
@@ -161,9 +165,7 @@ def broadcast_command(topic: str, method: str, args: tuple[str, ...]) -> None:
     Each ARG is parsed as JSON when it can be ('42', '"x"', '{"a": 1}'),
     else passed as a string.
     """
-    state = _state()
-    if state.config.broker_url is None:
-        raise _no_broker("Broadcasting")
+    link = _link("Broadcasting")
     values = []
     for arg in args:
         try:
@@ -173,9 +175,7 @@ def broadcast_command(topic: str, method: str, args: tuple[str, ...]) -> None:
     try:
         # Published with a client of its own: this process is not a worker,
         # so the broker's greenlets (liveness key, subscriber) stay off.
-        reached = state.cluster.publish_broadcast(
-            redis_client(state.config.broker_url), topic, method, dumps(values)
-        )
-    except Exception as exc:
-        raise click.ClickException(f"broadcast failed: {type(exc).__name__}: {exc}") from exc
+        reached = link.publish_from_outside(topic, method, dumps(values))
+    except BrokerUnavailable as exc:
+        raise click.ClickException(f"broadcast failed: {exc.message}") from exc
     click.echo(f"sent {method!r} to {topic!r}: {reached} workers received it")

@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "BODY_TIMEOUT": 10.0,
     "METRICS": False,  # validated by flask_athena.ops
     "REPORT_INTERVAL": 2.0,  # validated by flask_athena.ops
-    "SHARED_STREAM": False,
+    "SHARED_STREAM": True,
 }
 
 _TRUE = ("1", "true", "yes", "on")
@@ -76,11 +76,16 @@ class AthenaConfig:
     outbox_bytes: int = 256 * 1024
     #: Seconds a POST body may take to arrive.
     body_timeout: float = 10.0
-    #: The tabs of one browser share one event stream (DESIGN §9); off by default for now.
-    shared_stream: bool = False
+    #: The tabs of one browser share one event stream (DESIGN §9); False: one per tab.
+    shared_stream: bool = True
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> AthenaConfig:
+        """Read and validate every ``ATHENA_*`` key of ``config`` (a Flask config).
+
+        Raises :class:`~flask_athena.errors.ConfigurationError` naming the bad key.
+        """
+
         def number(key: str, kind: type, minimum: float) -> Any:
             value = config[f"ATHENA_{key}"]
             # NaN passes every comparison below and infinity breaks int() and

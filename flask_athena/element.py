@@ -158,7 +158,7 @@ class LiveElement:
         if self._topics is None:
             self._topics = set()
         self._topics.add(topic)
-        page.state.broker.subscribe(topic, self)
+        page.state.topics.join(topic, self)
 
     @property
     def topics(self) -> frozenset[str]:
@@ -170,7 +170,7 @@ class LiveElement:
         if self._topics and topic in self._topics:
             self._topics.discard(topic)
             if self.page is not None:
-                self.page.state.broker.unsubscribe(topic, self)
+                self.page.state.topics.leave(topic, self)
 
     # -- lifecycle ----------------------------------------------------------
 

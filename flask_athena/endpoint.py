@@ -54,6 +54,10 @@ logger = logging.getLogger("flask_athena")
 TOKEN_HEADER = "X-Athena-Token"
 #: The ``Content-Type`` of every answer of the endpoint.
 JSON_MIMETYPE = "application/json"
+#: WSGI environ key under which :mod:`flask_athena.lane` leaves a calls POST's
+#: body it read with :func:`read_json_body`'s checks, for the view to reuse.
+#: A client cannot set it (request headers become ``HTTP_*`` keys).
+READ_BODY_KEY = "flask_athena.body"
 
 
 # -- checks -------------------------------------------------------------------
@@ -231,10 +235,13 @@ def checked_calls(
 
     :func:`check_origin`, :func:`read_json_body`, then :func:`checked_body`.
     Used by the ``calls`` view. Blocks the request's greenlet only while the
-    body is read.
+    body is read. A body the results lane already read with the same checks
+    (:data:`READ_BODY_KEY`) is taken as read.
     """
     check_origin(state, request)
-    body = read_json_body(state, request)
+    body = request.environ.get(READ_BODY_KEY)
+    if not isinstance(body, bytes):
+        body = read_json_body(state, request)
     return checked_body(state, page_id, request, session, body)
 
 

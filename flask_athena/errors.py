@@ -8,7 +8,10 @@ in ``docs/protocol.rst``; they never change meaning.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .protocol import JSONValue
 
 
 class AthenaError(Exception):
@@ -21,15 +24,15 @@ class AthenaError(Exception):
     #: Message used when none is given.
     default_message: str = "flask_athena error"
 
-    def __init__(self, message: str | None = None, **extra: Any) -> None:
+    def __init__(self, message: str | None = None, **extra: JSONValue) -> None:
         self.message = message or self.default_message
         #: Extra JSON-able fields sent with the error (e.g. ``expected``).
         self.extra = extra
         super().__init__(self.message)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JSONValue]:
         """The ``{"code", "message", ...}`` object sent to the browser."""
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        body: dict[str, JSONValue] = {"code": self.code, "message": self.message}
         body.update(self.extra)
         return body
 
@@ -61,6 +64,8 @@ class BadArguments(ClientError):
 
 
 class UnsupportedMediaType(ClientError):
+    """The POST is not ``application/json`` (415)."""
+
     status_code = 415
     code = "unsupported-media"
     default_message = "Content-Type must be application/json."
@@ -75,12 +80,16 @@ class Forbidden(ClientError):
 
 
 class PageNotFound(ClientError):
+    """No such page here, or it closed (404)."""
+
     status_code = 404
     code = "page-not-found"
     default_message = "No such page."
 
 
 class WidgetNotFound(ClientError):
+    """The page has no widget with that id (404)."""
+
     status_code = 404
     code = "widget-not-found"
     default_message = "No such widget on this page."
@@ -95,18 +104,24 @@ class MethodNotFound(ClientError):
 
 
 class SequenceGap(ClientError):
+    """A message's seq skips ahead of the page's next one (409); the browser resends in order."""
+
     status_code = 409
     code = "sequence-gap"
     default_message = "Message sequence number is ahead of the next expected one."
 
 
 class PageGone(ClientError):
+    """The page closed while the request waited (410); the browser reloads."""
+
     status_code = 410
     code = "page-gone"
     default_message = "The page was closed."
 
 
 class BodyTooLarge(ClientError):
+    """The body exceeds ``ATHENA_MAX_BODY_SIZE`` (413)."""
+
     status_code = 413
     code = "body-too-large"
     default_message = "Request body is too large."
@@ -128,18 +143,24 @@ class UnreadableBody(BadRequest):
 
 
 class TooManyPages(ClientError):
+    """A page limit is reached and every page is live (429)."""
+
     status_code = 429
     code = "too-many-pages"
     default_message = "Too many live pages for this session."
 
 
 class TooManyStreams(ClientError):
+    """An event stream limit is reached (429)."""
+
     status_code = 429
     code = "too-many-streams"
     default_message = "Too many open event streams for this session."
 
 
 class TooManyPending(ClientError):
+    """Too many server → browser calls wait for an answer (429, ``ATHENA_MAX_PENDING_CALLS``)."""
+
     status_code = 429
     code = "too-many-pending"
     default_message = "Too many calls waiting for this page."
@@ -158,7 +179,9 @@ class RemoteError(AthenaError):
     code = "remote-error"
     default_message = "The remote method raised an error."
 
-    def __init__(self, message: str | None = None, js_name: str = "Error", **extra: Any) -> None:
+    def __init__(
+        self, message: str | None = None, js_name: str = "Error", **extra: JSONValue
+    ) -> None:
         super().__init__(message, **extra)
         self.js_name = js_name
 

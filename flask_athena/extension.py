@@ -56,11 +56,12 @@ class Athena:
             app.config.setdefault(f"ATHENA_{key}", default)
         config = AthenaConfig.from_mapping(app.config)
         state = app.extensions["athena"] = AthenaState(app, config, self)
-        if state.cluster is not None:
+        link = state.broker.link
+        if link is not None:
             # Requests other workers forward to this one (pages it owns),
             # and this worker's answers for pages other workers own.
-            state.cluster.handler = partial(serve_forwarded, state)
-            state.remote = ClusterPages(state, state.cluster)
+            link.handler = partial(serve_forwarded, state)
+            state.remote = ClusterPages(state, link)
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
         if config.fast_calls and type(app.session_interface) is SecureCookieSessionInterface:
             # Flask's public hook; an app with a session interface of its
@@ -124,13 +125,13 @@ class Athena:
         contain ``LiveElement`` values). Fire-and-forget; returns the number
         of elements reached. Safe from any greenlet of the worker.
 
-        With the Redis broker it reaches every worker sharing the Redis, in
-        one order for all; it returns the number of workers that received
-        it, delivers asynchronously, and raises
-        :class:`~flask_athena.errors.BrokerUnavailable` when Redis is
+        With a broker spanning workers (``ATHENA_BROKER_URL``) it reaches
+        every worker sharing it, in one order for all; it returns the number
+        of workers that received it, delivers asynchronously, and raises
+        :class:`~flask_athena.errors.BrokerUnavailable` when the broker is
         unreachable.
         """
-        return self.state().broker.broadcast(topic, method, dumps(list(args)))
+        return self.state().topics.broadcast(topic, method, dumps(list(args)))
 
     def register_module(self, name: str, url_or_path: str) -> None:
         """Serve JS module ``name`` from a URL, or from a file the blueprint serves.

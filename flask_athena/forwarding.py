@@ -1,14 +1,15 @@
-"""Scale-out plumbing of the views (Redis broker only).
+"""Scale-out plumbing of the views (a broker spanning workers, through its
+:class:`~flask_athena.broker.WorkerLink`).
 
 A request for a page this worker does not own is handled here, in two halves:
 
 - **Where the request arrived** (any worker): every check that needs no page
   runs first, cheaply (Origin, content type, size, the batch's JSON shape,
   the token's and the session's shape); only then is the owner looked up
-  and the request forwarded over Redis as data: the parsed batch, the
+  and the request forwarded through the broker as data: the parsed batch, the
   token, and what the owner needs to open the user's session (the cookie,
-  host, scheme, path). An event stream is served from the page's Redis
-  stream, and the owner is told when it attaches and detaches.
+  host, scheme, path). An event stream is served from the page's shared
+  outbox, and the owner is told when it attaches and detaches.
 - **On the owner** (:func:`serve_forwarded`, run by the broker's inbox
   loop): the page, the session binding and the token are checked, then the
   batch goes to :func:`~flask_athena.endpoint.answer_calls`, the one
@@ -60,8 +61,7 @@ from .state import SESSION_KEY
 from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
 
 if TYPE_CHECKING:
-    from .broker.redis import RedisBroker
-    from .broker.redis_outbox import RedisReader
+    from .broker import RemoteReader, WorkerLink
     from .state import AthenaState
 
 logger = logging.getLogger("flask_athena")
@@ -69,7 +69,7 @@ logger = logging.getLogger("flask_athena")
 #: How often a stream served by a non-owner checks that the owner lives.
 _OWNER_CHECK = 1.0
 #: What a page token looks like (``secrets.token_urlsafe``): checked before
-#: forwarding, so a junk header costs no Redis round trip.
+#: forwarding, so a junk header costs no broker round trip.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
@@ -115,13 +115,13 @@ def _forward_timeout(state: AthenaState) -> float:
     return state.config.call_timeout * 2 + 5.0
 
 
-def forward_calls(state: AthenaState, broker: RedisBroker, page_id: str) -> Response:
+def forward_calls(state: AthenaState, broker: WorkerLink, page_id: str) -> Response:
     """Check this calls POST as far as possible here, then have the owner answer it.
 
     Blocks the request's greenlet until the owner answers (bounded by
     ``2 × ATHENA_CALL_TIMEOUT + 5`` seconds).
     """
-    # The cheap checks first: a hostile request costs no Redis round trip.
+    # The cheap checks first: a hostile request costs no broker round trip.
     check_origin(state, request)
     body = read_json_body(state, request)
     token = _check_token_shape(request.headers.get(TOKEN_HEADER))
@@ -137,7 +137,7 @@ def forward_calls(state: AthenaState, broker: RedisBroker, page_id: str) -> Resp
     return _reply_response(reply)
 
 
-def forward_close(state: AthenaState, broker: RedisBroker, page_id: str) -> Response:
+def forward_close(state: AthenaState, broker: WorkerLink, page_id: str) -> Response:
     """Check this close POST (beacon) as far as possible here, then have the owner close."""
     check_origin(state, request)
     body = loads(read_json_body(state, request))
@@ -153,21 +153,24 @@ def forward_close(state: AthenaState, broker: RedisBroker, page_id: str) -> Resp
 
 
 class ClusterPages:
-    """The :class:`~flask_athena.broker.RemotePages` of the Redis broker:
-    ``AthenaState.remote`` when ``ATHENA_BROKER_URL`` is set."""
+    """The :class:`~flask_athena.broker.RemotePages` of a broker spanning workers:
+    ``AthenaState.remote`` when the broker has a link."""
 
-    def __init__(self, state: AthenaState, broker: RedisBroker) -> None:
+    def __init__(self, state: AthenaState, broker: WorkerLink) -> None:
         self._state = state
         self._broker = broker
 
     def calls(self, page_id: str) -> Response:
+        """See :meth:`~flask_athena.broker.RemotePages.calls` (:func:`forward_calls`)."""
         return forward_calls(self._state, self._broker, page_id)
 
     def close(self, page_id: str) -> Response:
+        """See :meth:`~flask_athena.broker.RemotePages.close` (:func:`forward_close`)."""
         return forward_close(self._state, self._broker, page_id)
 
-    def events(self, page_id: str, last: int, retry_ms: int) -> Response:
-        return remote_events(self._state, self._broker, page_id, last, retry_ms)
+    def events(self, page_id: str, last: int, retry_ms: int, ack: bool = True) -> Response:
+        """See :meth:`~flask_athena.broker.RemotePages.events` (:func:`remote_events`)."""
+        return remote_events(self._state, self._broker, page_id, last, retry_ms, ack)
 
 
 # -- on the owner ------------------------------------------------------------------
@@ -269,9 +272,19 @@ def _serve(state: AthenaState, kind: str, page_id: str, req: dict[str, Any]) -> 
 
 
 def remote_events(
-    state: AthenaState, broker: RedisBroker, page_id: str, last: int, retry_ms: int
+    state: AthenaState,
+    broker: WorkerLink,
+    page_id: str,
+    last: int,
+    retry_ms: int,
+    ack: bool = True,
 ) -> Response:
-    """Serve the event stream of a page another worker owns, from Redis."""
+    """Serve the event stream of a page another worker owns, from the broker.
+
+    ``ack``: ``last`` acknowledges (see :meth:`RemotePages.events
+    <flask_athena.broker.RemotePages.events>`); without it nothing is trimmed
+    and the stream starts from the page's acknowledged seq if that is later.
+    """
     owner = broker.locate(page_id)
     if owner is None or owner == broker.worker_id:
         return gone_response("unknown-page", retry_ms)
@@ -303,6 +316,11 @@ def remote_events(
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
     stream = RemoteEventStream(state, broker, reader, owner, key, generation, ctx)
     try:
+        if not ack:
+            # A shared stream's leader may ask from before what the page's
+            # tab acknowledged (an attach sent before relays that followed):
+            # those messages are gone from Redis, and the tab has them.
+            last = max(last, broker.acked(page_id))
         frames = broker.read_stream(page_id, last, None)
         if frames is None:
             stream.close()
@@ -311,7 +329,7 @@ def remote_events(
         # Last-Event-ID beyond the newest one trimmed first would forget
         # messages the browser never had (its replay from 0 found nothing
         # and no ``gone``: a silent loss).
-        if last:
+        if last and ack:
             broker.trim(page_id, last)
     except AthenaError:
         stream.close()
@@ -324,7 +342,7 @@ class RemoteEventStream(StreamBody):
     """The body of an event stream served by a worker that does not own the page.
 
     Like :class:`~flask_athena.transport.EventStream`, but reads the page's
-    Redis stream and learns from the page's ``gen`` field that a newer
+    shared outbox and learns from the page's ``gen`` field that a newer
     stream replaced it, and from the owner's liveness key that the page is
     gone. :meth:`close` tells the owner (best effort, in a greenlet). As a
     slow consumer it is cut on the time bound only (this worker does not
@@ -336,8 +354,8 @@ class RemoteEventStream(StreamBody):
     def __init__(
         self,
         state: AthenaState,
-        broker: RedisBroker,
-        reader: RedisReader,
+        broker: WorkerLink,
+        reader: RemoteReader,
         owner: str,
         session_key: str,
         generation: int,
@@ -357,6 +375,7 @@ class RemoteEventStream(StreamBody):
         }
 
     def start(self, cursor: int, frames: list[bytes], retry_ms: int) -> None:
+        """Set the body: ``frames`` (the replay after ``cursor``) first, then live messages."""
         self._body = self._run(cursor, frames, retry_ms)
 
     def _run(self, cursor: int, frames: list[bytes], retry_ms: int) -> Generator[bytes, None, None]:
@@ -371,10 +390,10 @@ class RemoteEventStream(StreamBody):
             woke = reader.wait(min(heartbeat, _OWNER_CHECK))
             try:
                 fresh: list[bytes] | None = []
-                # Redis is read when woken, and once a heartbeat in case a
+                # The outbox is read when woken, and once a heartbeat in case a
                 # wake-up was lost; otherwise only the owner's liveness is
                 # checked (cached per worker: thousands of idle streams cost
-                # one Redis call a second, not one each).
+                # one broker call a second, not one each).
                 if woke or monotonic() - last_poll >= heartbeat:
                     last_poll = monotonic()
                     generation, fresh = reader.poll(cursor)
@@ -392,7 +411,7 @@ class RemoteEventStream(StreamBody):
                     return
             except BrokerUnavailable as exc:
                 # End the stream: the browser reconnects with backoff and
-                # replays from Last-Event-ID once Redis is back.
+                # replays from Last-Event-ID once the broker is back.
                 logger.warning("flask_athena: stream ended: %s", exc.message)
                 return
             if fresh:

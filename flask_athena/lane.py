@@ -19,7 +19,9 @@ itself:
   detach, or that the lane cannot read exactly like the view (no
   ``Content-Length``, a non-JSON type, a body over the limit) goes on to
   Flask unchanged, the body it read handed back as ``wsgi.input``; Flask's
-  view then gives the one canonical answer;
+  view then gives the one canonical answer, and takes the body the lane
+  read as read (:data:`~flask_athena.endpoint.READ_BODY_KEY`: a call's
+  body is read once);
 * never for an app whose ``before_request`` functions apply to the
   endpoint, that sets ``TRUSTED_HOSTS``, ``SERVER_NAME`` or
   ``MAX_CONTENT_LENGTH``, uses host or subdomain matching, or a session
@@ -41,16 +43,18 @@ from typing import TYPE_CHECKING
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wsgi import LimitedStream
 
 from .endpoint import (
     JSON_MIMETYPE,
+    READ_BODY_KEY,
     answer_calls,
     check_origin,
     checked_body,
     error_response,
-    read_json_body,
 )
 from .errors import AthenaError
+from .limits import read_body
 from .sessions import CachingSessionInterface
 
 if TYPE_CHECKING:
@@ -108,25 +112,35 @@ class ResultsLane:
     ) -> tuple[str, list[tuple[str, str]], bytes] | None:
         """``(status line, headers, body)``, or ``None`` to let Flask answer."""
         app, state = self.app, self.state
-        request = app.request_class(environ)
+        # eligible() checked the type and a Content-Length within the limit:
+        # read what read_json_body would, without building a request yet.
+        length = int(environ["CONTENT_LENGTH"])
         try:
-            body = read_json_body(state, request)
+            body = read_body(
+                LimitedStream(environ["wsgi.input"], length),
+                state.config.max_body_size,
+                state.config.body_timeout,
+            )
         except AthenaError as exc:
             # The body is gone (the client left mid-body; type and length
             # passed eligible()), so answer here what the view would.
+            request = app.request_class(environ)
             try:
                 check_origin(state, request)
             except AthenaError as refused:
                 return self._error(refused)
             return self._error(exc)
-        # Flask reads the same bytes if the lane hands the request on.
+        # Flask reads the same bytes if the lane hands the request on, and
+        # the calls view takes them as read (endpoint.checked_calls).
         environ["wsgi.input"] = io.BytesIO(body)
+        environ[READ_BODY_KEY] = body
         if b'"seq"' in body:
             # A call or a detach (each carries "seq", unless escaped: then
             # batch.sequenced below catches it): user code runs,
             # and the view runs it in a request context. Only a result
             # whose value contains the text goes the long way for nothing.
             return None
+        request = app.request_class(environ)
         try:
             check_origin(state, request)
             session = app.session_interface.open_session(app, request)

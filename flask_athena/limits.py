@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from flask import has_request_context, request
 from gevent import Timeout
@@ -51,7 +51,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_athena")
 
 
-def read_body(stream: IO[bytes], limit: int, timeout: float) -> bytes:
+class Readable(Protocol):
+    """What :func:`read_body` reads from: a request's body stream."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_body(stream: Readable, limit: int, timeout: float) -> bytes:
     """Read a request body of at most ``limit`` bytes within ``timeout`` seconds.
 
     Raises :class:`~flask_athena.errors.BodyTooLarge` (413) past ``limit``,
@@ -148,11 +154,13 @@ class Limits:
             idle.close("evicted")
 
     def page_opened(self, page: LivePage, client: str | None) -> None:
+        """Count ``page`` against ``client`` (``None``: no address known). Never blocks."""
         if client is not None:
             self.client_pages.setdefault(client, {})[page.id] = page
             self._page_client[page.id] = client
 
     def page_closed(self, page: LivePage) -> None:
+        """Stop counting ``page`` against its client. Never blocks."""
         client = self._page_client.pop(page.id, None)
         if client is None:
             return
@@ -178,10 +186,12 @@ class Limits:
             raise TooManyStreams("Too many open event streams for this client address.")
 
     def stream_opened(self, client: str | None) -> None:
+        """Count one more stream of ``client`` (after :meth:`admit_stream`). Never blocks."""
         if client is not None:
             self.client_streams[client] = self.client_streams.get(client, 0) + 1
 
     def stream_closed(self, client: str | None) -> None:
+        """Count one stream of ``client`` fewer. Never blocks."""
         if client is None:
             return
         remaining = self.client_streams.get(client, 1) - 1

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import gevent
 
@@ -103,40 +103,36 @@ class AthenaMetrics:
     """The ``athena_*`` metrics of this process (one object: :func:`process_metrics`)."""
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
-        r = registry
-        # livesum: in multiprocess mode a scrape adds up the live workers.
-        self.pages_open = Gauge(
-            "athena_pages_open", "Live pages owned by the worker", registry=r,
-            multiprocess_mode="livesum",
-        )  # fmt: skip
-        self.streams_open = Gauge(
-            "athena_streams_open", "Event streams open on the worker", registry=r,
-            multiprocess_mode="livesum",
-        )  # fmt: skip
-        self.pages_opened = Counter("athena_pages_opened", "Pages created", registry=r)
-        self.pages_closed = Counter(
-            "athena_pages_closed", "Pages closed, by reason", ["reason"], registry=r
-        )
-        self.published = Counter(
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def gauge(
+            name: str, doc: str, *labels: str, mode: Literal["livesum", "mostrecent"] = "livesum"
+        ) -> Gauge:
+            # livesum: in multiprocess mode a scrape adds up the live workers.
+            return Gauge(name, doc, labels, registry=registry, multiprocess_mode=mode)
+
+        self.pages_open = gauge("athena_pages_open", "Live pages owned by the worker")
+        self.streams_open = gauge("athena_streams_open", "Event streams open on the worker")
+        self.pages_opened = counter("athena_pages_opened", "Pages created")
+        self.pages_closed = counter("athena_pages_closed", "Pages closed, by reason", "reason")
+        self.published = counter(
             "athena_messages_published",
             "Server → browser messages put in page outboxes (counted when the owner "
             "next sees the page: a write, a call, a scrape or its close)",
-            registry=r,
         )
-        self.delivered = Counter(
-            "athena_messages_delivered", "Messages handed to event stream writes", registry=r
+        self.delivered = counter(
+            "athena_messages_delivered", "Messages handed to event stream writes"
         )
-        self.replayed = Counter(
+        self.replayed = counter(
             "athena_messages_replayed",
             "Messages sent again from the outbox when a stream resumed (Last-Event-ID)",
-            registry=r,
         )
-        self.calls = Counter(
+        self.calls = counter(
             "athena_calls",
             "Calls by direction (browser: browser → server, server: server → browser), "
             "method and outcome code",
-            ["direction", "method", "code"],
-            registry=r,
+            *("direction", "method", "code"),
         )
         self.call_latency = Histogram(
             "athena_call_duration_seconds",
@@ -144,42 +140,36 @@ class AthenaMetrics:
             "answer time (server)",
             ["direction"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=registry,
         )
-        self.stream_cuts = Counter(
-            "athena_stream_cuts", "Slow event streams cut, by reason", ["reason"], registry=r
+        self.stream_cuts = counter(
+            "athena_stream_cuts", "Slow event streams cut, by reason", "reason"
         )
-        self.gones = Counter(
-            "athena_gone", "Browsers told their page is gone (they reload)", ["reason"], registry=r
+        self.gones = counter(
+            "athena_gone", "Browsers told their page is gone (they reload)", "reason"
         )
-        self.forwarded = Counter(
+        self.forwarded = counter(
             "athena_forwarded_posts",
-            "POSTs forwarded to the worker owning the page (Redis)",
-            ["kind", "status"],
-            registry=r,
+            "POSTs forwarded to the worker owning the page (a broker spanning workers)",
+            *("kind", "status"),
         )
-        self.broker_errors = Counter(
-            "athena_broker_errors", "Redis broker failures by operation", ["operation"], registry=r
+        self.broker_errors = counter(
+            "athena_broker_errors", "Broker failures by operation", "operation"
         )
-        self.broker_reconnects = Counter(
-            "athena_broker_reconnects", "Redis subscriber reconnections", registry=r
+        self.broker_reconnects = counter(
+            "athena_broker_reconnects", "Broker subscriber reconnections"
         )
-        self.loops_down = Gauge(
+        self.loops_down = gauge(
             "athena_broker_loops_down",
-            "Redis broker background loops not running (updated with each worker report)",
-            registry=r,
-            multiprocess_mode="livesum",
+            "Broker background loops not running (updated with each worker report)",
         )
-        self.loop_restarts = Gauge(
+        self.loop_restarts = gauge(
             "athena_broker_loop_restarts",
-            "Times the Redis broker's background loops died and were restarted",
-            registry=r,
-            multiprocess_mode="livesum",
+            "Times the broker's background loops died and were restarted",
         )
-        self.presence = Gauge(
-            "athena_presence_members", "Presence keys per topic", ["topic"], registry=r,
-            multiprocess_mode="mostrecent",
-        )  # fmt: skip
+        self.presence = gauge(
+            "athena_presence_members", "Presence keys per topic", "topic", mode="mostrecent"
+        )
         self._methods = {"browser": BoundedLabel(MAX_METHODS), "server": BoundedLabel(MAX_METHODS)}
         self._topics = BoundedLabel(MAX_TOPICS)
         # Browser → server calls run one at a time per greenlet: the start of
@@ -191,22 +181,27 @@ class AthenaMetrics:
     # -- pages and streams ----------------------------------------------------
 
     def page_opened(self) -> None:
+        """A page opened on this worker."""
         self.pages_open.inc()
         self.pages_opened.inc()
 
     def page_closed(self, page: LivePage, reason: str) -> None:
+        """``page`` closed for ``reason``; its last messages are counted."""
         self.pages_open.dec()
         self.pages_closed.labels(reason if reason in CLOSE_REASONS else "other").inc()
         self._count_published(page)
         self._published.pop(page, None)
 
     def stream_opened(self) -> None:
+        """An event stream opened on this worker."""
         self.streams_open.inc()
 
     def stream_closed(self) -> None:
+        """An event stream of this worker ended."""
         self.streams_open.dec()
 
     def messages_sent(self, page: LivePage | None, count: int, replayed: bool) -> None:
+        """``count`` messages went to a stream's write (``replayed``: a resume)."""
         self.delivered.inc(count)
         if replayed:
             self.replayed.inc(count)
@@ -229,11 +224,13 @@ class AthenaMetrics:
     # -- calls ---------------------------------------------------------------
 
     def call_started(self) -> None:
+        """A browser → server call starts in the current greenlet."""
         self._started[gevent.getcurrent()] = perf_counter()
 
     def call_ended(
         self, page: LivePage, element: LiveElement | None, method: str, code: str
     ) -> None:
+        """The call running in the current greenlet ended with ``code``."""
         started = self._started.pop(gevent.getcurrent(), None)
         if started is not None:
             self.call_latency.labels("browser").observe(perf_counter() - started)
@@ -246,6 +243,7 @@ class AthenaMetrics:
         self.calls.labels("browser", label, code).inc()
 
     def remote_call_sent(self, page: LivePage, call: RemoteCall) -> None:
+        """A server → browser call was sent; counted with its latency when it settles."""
         started = perf_counter()
         method = self._methods["server"](call.method)
         self._count_published(page)
@@ -264,19 +262,24 @@ class AthenaMetrics:
     # -- failures ------------------------------------------------------------
 
     def stream_cut(self, reason: str) -> None:
+        """A slow event stream was cut for ``reason``."""
         self.stream_cuts.labels(CUT_REASONS.get(reason, "other")).inc()
 
     def gone(self, reason: str) -> None:
+        """A browser was told its page is gone, for ``reason``."""
         self.gones.labels(reason if reason in GONE_REASONS else "other").inc()
 
     def post_forwarded(self, kind: str, status: int) -> None:
+        """A POST of ``kind`` was forwarded to the owner and answered ``status``."""
         label = str(status) if isinstance(status, int) and 100 <= status < 600 else "other"
         self.forwarded.labels(kind if kind in ("calls", "close") else "other", label).inc()
 
     def broker_error(self, operation: str) -> None:
+        """The broker failed in ``operation``."""
         self.broker_errors.labels(operation if operation in BROKER_OPERATIONS else "other").inc()
 
     def broker_reconnected(self) -> None:
+        """The broker's subscriber connected again."""
         self.broker_reconnects.inc()
 
     def broker_loops(self, loops: list[dict[str, Any]]) -> None:
@@ -285,6 +288,7 @@ class AthenaMetrics:
         self.loop_restarts.set(sum(int(loop["restarts"]) for loop in loops))
 
     def presence_members(self, topic: str, members: int) -> None:
+        """``topic`` has ``members`` presence keys now."""
         self.presence.labels(self._topics(topic)).set(members)
 
 

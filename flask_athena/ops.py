@@ -12,9 +12,10 @@ kept on the app state (``app.extensions["athena"].ops``):
 - the Prometheus metrics when ``ATHENA_METRICS`` is on (:mod:`.metrics`,
   imported only then);
 - a bounded list of recent errors and a wake-up for live inspector pages;
-- with the Redis broker, a report of this worker's pages written to Redis
-  every ``ATHENA_REPORT_INTERVAL`` seconds, which the inspector and
-  ``flask athena pages`` read for every worker (see :mod:`.reports`).
+- with a broker spanning workers, a report of this worker's pages
+  (:mod:`.snapshot`) written every ``ATHENA_REPORT_INTERVAL`` seconds, which
+  the inspector and ``flask athena pages`` read for every worker (the
+  broker's :meth:`~flask_athena.broker.WorkerLink.reports`).
 
 Nothing here touches private state of the core: it reads the public
 attributes of :class:`~flask_athena.state.AthenaState`,
@@ -24,10 +25,7 @@ attributes of :class:`~flask_athena.state.AthenaState`,
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,12 +36,13 @@ from flask import Flask
 
 from . import signals
 from .errors import AthenaError, ConfigurationError
+from .snapshot import page_ref, presence_count, worker_snapshot
 
 if TYPE_CHECKING:
+    from .broker import WorkerReports
     from .element import LiveElement
     from .metrics import AthenaMetrics
     from .page import LivePage
-    from .reports import ReportWriter
     from .state import AthenaState
 
 #: Structured event records go here (a child of ``flask_athena``).
@@ -52,24 +51,9 @@ logger = logging.getLogger("flask_athena")
 
 #: How many recent errors each worker keeps for the inspector.
 RECENT_ERRORS = 50
-#: Pages described one by one in a snapshot; past this only counted.
-SNAPSHOT_PAGES = 200
-#: Topics listed in a snapshot; past this only counted.
-SNAPSHOT_TOPICS = 100
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
-
-
-def page_ref(page: LivePage | None) -> str | None:
-    """A short stable name for ``page`` in logs and views: never its id.
-
-    Page ids are secrets (DESIGN §3); the reference is 12 hex digits of the
-    id's SHA-256, enough to follow one page through the logs.
-    """
-    if page is None:
-        return None
-    return hashlib.sha256(page.id.encode()).hexdigest()[:12]
 
 
 def error_code(error: BaseException | None) -> str:
@@ -103,7 +87,7 @@ class Ops:
                 "ATHENA_REPORT_INTERVAL must be a number of seconds in [0, 3600) "
                 f"(0: no worker reports), got {app.config['ATHENA_REPORT_INTERVAL']!r}"
             )
-        #: Seconds between this worker's reports to Redis (0: none).
+        #: Seconds between this worker's reports to the others (0: none).
         self.report_interval = float(interval)
         self.metrics: AthenaMetrics | None = None
         if self.metrics_enabled:
@@ -114,62 +98,34 @@ class Ops:
         self.errors: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
         #: Called (no arguments) when this worker's pages or streams change.
         self.listeners: set[Callable[[], None]] = set()
-        self.reports: ReportWriter | None = None
-        if state.cluster is not None and self.report_interval > 0:
-            from .reports import ReportWriter
-
-            self.reports = ReportWriter(self)
+        #: The monotonic time this worker's operations started.
         self.started = monotonic()
+        #: This worker's reports to the others (a broker spanning workers), else None.
+        self.reports: WorkerReports | None = None
+        link = state.broker.link
+        if link is not None and self.report_interval > 0:
+            self.reports = link.reports(self.report, self.report_interval)
 
     # -- what the inspector and the CLI show -----------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """This worker's live view: pages, elements, topics, streams, recent errors.
+        """This worker's live view (:func:`~flask_athena.snapshot.worker_snapshot`).
 
         Pure reads of public state; safe from any greenlet of the worker.
         """
-        state = self.state
-        pages = list(state.pages.values())
-        topics: dict[str, int] = {}
-        for page in pages:
-            for element in page.elements.values():
-                for topic in element.topics:
-                    topics[topic] = topics.get(topic, 0) + 1
-        now = monotonic()
-        described = [_describe_page(page, now) for page in pages[:SNAPSHOT_PAGES]]
-        presence = _presence_table(state)
-        listed = sorted(topics.items())[:SNAPSHOT_TOPICS]
-        return {
-            "worker": state.cluster.worker_id if state.cluster is not None else "local",
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "time": time.time(),
-            "uptime": round(now - self.started, 1),
-            "broker": "redis" if state.cluster is not None else "memory",
-            "page_count": len(pages),
-            "pages": described,
-            "streams": len(state.streams),
-            "local_streams": sum(1 for p in pages if p.stream is not None),
-            "topic_count": len(topics),
-            "topics": [
-                {"topic": topic, "members": count, "presence": _presence(presence, topic)}
-                for topic, count in listed
-            ],
-            "errors": list(self.errors),
-            # The Redis broker's background loops (alive, restarts, items dropped).
-            "broker_loops": [
-                {
-                    "name": h.name,
-                    "alive": h.alive,
-                    "restarts": h.restarts,
-                    "failed_items": h.failed_items,
-                }
-                for h in (state.cluster.health() if state.cluster is not None else [])
-            ],
-        }
+        return worker_snapshot(self.state, self.started, self.errors)
+
+    def report(self) -> dict[str, Any]:
+        """The snapshot this worker reports to the others (run by the broker's
+        report loop); the loops' gauges are updated with each."""
+        snapshot = self.snapshot()
+        if self.metrics is not None:
+            self.metrics.broker_loops(snapshot["broker_loops"])
+        return snapshot
 
     def workers(self) -> list[dict[str, Any]]:
-        """Every worker's snapshot: this one live, the others from their Redis reports."""
+        """Every worker's snapshot: this one live, the others from their reports
+        (blocks for the broker's round trip)."""
         mine = self.snapshot()
         if self.reports is None:
             return [mine]
@@ -188,6 +144,7 @@ class Ops:
                 logger.exception("flask_athena: inspector listener failed")
 
     def record_error(self, kind: str, code: str, detail: str) -> None:
+        """Keep one error for the inspector (the newest :data:`RECENT_ERRORS`). Never blocks."""
         self.errors.append({"time": time.time(), "kind": kind, "code": code, "detail": detail})
 
     def shutdown(self) -> None:
@@ -204,53 +161,6 @@ def _flag(config: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{key} must be True or False, got {value!r}")
     return value
-
-
-def _presence_table(state: AthenaState) -> Any:
-    """The app's presence table (``list(topic)`` never blocks), when it has one.
-
-    The per-app table on the state, so no app context is needed (the report
-    writer and the inspector's pusher run in greenlets of their own).
-    """
-    return getattr(state, "presence", None)
-
-
-def _presence(presence: Any, topic: str) -> int | None:
-    """Members tracked in ``topic`` by ``athena.presence`` when the app has it."""
-    if presence is None or not hasattr(presence, "list"):
-        return None
-    try:
-        return len(presence.list(topic))
-    except Exception:  # the inspector must show the rest even if Redis fails
-        return None
-
-
-def _describe_element(element: LiveElement) -> dict[str, Any]:
-    return {
-        "id": element.id,
-        "class": type(element).__name__,
-        "js_class": element.js_class,
-        "topics": sorted(element.topics),
-        "children": [_describe_element(child) for child in element.children],
-    }
-
-
-def _describe_page(page: LivePage, now: float) -> dict[str, Any]:
-    # Both brokers' outboxes are sized (messages kept for replay).
-    outbox: Any = page.outbox
-    outbox_depth = len(outbox) if hasattr(outbox, "__len__") else None
-    roots = [e for e in page.elements.values() if e.parent is None]
-    return {
-        "ref": page_ref(page),
-        "connected": page.stream_attached,
-        "stream_here": page.stream is not None,
-        "idle": None if page.stream_attached else round(now - page.idle_since, 1),
-        "elements": len(page.elements),
-        "tree": [_describe_element(e) for e in roots],
-        "pending_calls": page.pending_calls,
-        "outbox_depth": outbox_depth,
-        "last_seq": page.outbox.last_seq,
-    }
 
 
 # -- setup --------------------------------------------------------------------
@@ -310,16 +220,23 @@ def _log(level: int, message: str, event: str, page: Any = _NO_PAGE, **fields: A
         event_logger.log(level, message, extra=extra)
 
 
-def _on_page_opened(sender: Any, page: LivePage, **extra: Any) -> None:
+def _opened(sender: Any, what: str, page: LivePage | None) -> Ops | None:
+    """What a page or a stream opening shares: the log record, the reports
+    started in this process (after gunicorn's fork), live views told."""
     ops = _ops(sender)
     if ops is None:
-        return
-    _log(logging.DEBUG, "page opened", "page-opened", page=page)
-    if ops.metrics is not None:
-        ops.metrics.page_opened()
+        return None
+    _log(logging.DEBUG, f"{what} opened", f"{what}-opened", page=page)
     if ops.reports is not None:
         ops.reports.ensure_started()
     ops.changed()
+    return ops
+
+
+def _on_page_opened(sender: Any, page: LivePage, **extra: Any) -> None:
+    ops = _opened(sender, "page", page)
+    if ops is not None and ops.metrics is not None:
+        ops.metrics.page_opened()
 
 
 def _on_page_connected(sender: Any, page: LivePage, first: bool = False, **extra: Any) -> None:
@@ -390,15 +307,9 @@ def _on_remote_call_sent(sender: Any, page: LivePage, call: Any, **extra: Any) -
 
 
 def _on_stream_opened(sender: Any, page: LivePage | None = None, **extra: Any) -> None:
-    ops = _ops(sender)
-    if ops is None:
-        return
-    _log(logging.DEBUG, "stream opened", "stream-opened", page=page)
-    if ops.metrics is not None:
+    ops = _opened(sender, "stream", page)
+    if ops is not None and ops.metrics is not None:
         ops.metrics.stream_opened()
-    if ops.reports is not None:
-        ops.reports.ensure_started()
-    ops.changed()
 
 
 def _on_stream_closed(sender: Any, page: LivePage | None = None, **extra: Any) -> None:
@@ -479,7 +390,7 @@ def _on_presence_changed(sender: Any, topic: str = "", **extra: Any) -> None:
     if ops is None or not isinstance(topic, str) or not topic:
         return
     if ops.metrics is not None:
-        members = _presence(_presence_table(ops.state), topic)
+        members = presence_count(ops.state, topic)
         if members is not None:
             ops.metrics.presence_members(topic, members)
     ops.changed()

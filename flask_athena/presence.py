@@ -12,7 +12,8 @@ list per member.
 Two backends share the delivery code below: :class:`LocalPresence` (the
 in-process broker: the table lives here) and, with ``ATHENA_BROKER_URL``,
 :class:`~flask_athena.broker.redis_presence.RedisPresence` (the table lives in
-Redis, every worker keeps a replica fed by ordered diffs).
+Redis, every worker keeps a replica fed by ordered diffs). The broker makes
+the one that goes with it (:meth:`~flask_athena.broker.Broker.create_presence`).
 
 Shapes (the same in Python and in ``athena/presence`` in the browser):
 
@@ -165,6 +166,7 @@ class PresenceView:
         self.topics: dict[str, Entries] = {}
 
     def list(self, topic: str) -> Presences:
+        """The presence table of ``topic`` as delivered here (a new dict)."""
         return group(self.topics.get(topic, {}).values())
 
     def refs(self, topic: str) -> Entries:
@@ -209,7 +211,7 @@ class PresenceView:
     def _run_hooks(self, topic: str, joins: Presences, leaves: Presences) -> None:
         relay_json: str | None = None
         # A hook may make an element leave (or close a page): iterate a copy.
-        for element in list(self.state.broker.members(topic)):
+        for element in self.state.topics.members(topic):
             page = element.page
             if page is None:
                 continue
@@ -237,14 +239,17 @@ class PresenceView:
 class PresenceBackend(Protocol):
     """What :class:`Presence` needs from a backend (one per app per worker)."""
 
-    def track(self, element: LiveElement, topic: str, key: str, meta: Meta | None) -> str: ...
+    def track(self, element: LiveElement, topic: str, key: str, meta: Meta | None) -> str:
+        """Record ``element`` in ``topic`` as ``key``; return the entry's ref."""
 
-    def untrack(self, element: LiveElement, topic: str) -> None: ...
+    def untrack(self, element: LiveElement, topic: str) -> None:
+        """Remove ``element``'s entry from ``topic`` (nothing if it has none)."""
 
     def forget(self, element: LiveElement) -> None:
         """The element left its page (detach or close): untrack it everywhere."""
 
-    def list(self, topic: str) -> Presences: ...
+    def list(self, topic: str) -> Presences:
+        """``topic``'s table as delivered to this worker (a new dict)."""
 
     def start(self) -> None:
         """Called when this worker opens a page (Redis starts its greenlets)."""
@@ -276,6 +281,7 @@ class LocalPresence:
         self._closed = False
 
     def track(self, element: LiveElement, topic: str, key: str, meta: Meta | None) -> str:
+        """Record and deliver the join at once (see :meth:`Presence.track`)."""
         config = self.state.config
         ref = new_ref()
         entry = make_entry(key, meta, ref, config.presence_max_meta)
@@ -297,6 +303,7 @@ class LocalPresence:
         return ref
 
     def untrack(self, element: LiveElement, topic: str) -> None:
+        """Remove and deliver the leave at once."""
         mine = self._tracked.get(element)
         ref = mine.pop(topic, None) if mine else None
         if mine is not None and not mine:
@@ -310,17 +317,21 @@ class LocalPresence:
         self._change(topic, {}, {ref: entry})
 
     def forget(self, element: LiveElement) -> None:
+        """Untrack ``element`` in every topic (its page closed or it detached)."""
         for topic in list(self._tracked.get(element, ())):
             self.untrack(element, topic)
 
     def list(self, topic: str) -> Presences:
+        """The table of ``topic`` as delivered so far."""
         return self.view.list(topic)
 
     def start(self) -> None:
+        """Nothing to start: the table lives in this process."""
         pass
 
     def close(self) -> None:
         # Shutting down: every page closes next; nobody is left to tell.
+        """Stop delivering (the app shuts down; its pages close next)."""
         self._closed = True
         self._queue.clear()
 

@@ -35,8 +35,8 @@ class CallMessage(NamedTuple):
     seq: int
     widget: int
     method: str
-    args: list[Any]
-    kwargs: dict[str, Any]
+    args: list[JSONValue]
+    kwargs: dict[str, JSONValue]
 
 
 class DetachMessage(NamedTuple):
@@ -50,7 +50,7 @@ class ResultMessage(NamedTuple):
     """The browser answers server → browser call ``call``."""
 
     call: int
-    ok: Any
+    ok: JSONValue
     error: dict[str, str] | None
 
 
@@ -145,6 +145,7 @@ def call_message(call: int | None, widget: int | None, method: str, args_json: s
 
 
 def detach_message(widget: int) -> str:
+    """The message telling the browser that widget ``widget`` was detached."""
     return f'{{"type":"detach","widget":{widget}}}'
 
 
@@ -181,6 +182,7 @@ def sse_event(name: str, data: JSONValue) -> bytes:
 
 
 def sse_retry(milliseconds: int) -> bytes:
+    """The SSE ``retry:`` field: the browser's reconnect delay in milliseconds."""
     return f"retry: {milliseconds}\n\n".encode()
 
 
@@ -188,6 +190,7 @@ HEARTBEAT_EVENT = sse_event("heartbeat", {})
 
 
 def gone_event(reason: str) -> bytes:
+    """The SSE event saying the page is gone for ``reason`` (the browser reloads)."""
     return sse_event("gone", {"reason": reason})
 
 

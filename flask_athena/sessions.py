@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from typing import Union
 
-from flask import Flask, Request
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask import Flask, Request, Response
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 #: Decoded session cookies kept (oldest dropped first).
@@ -91,3 +91,18 @@ class CachingSessionInterface(SecureCookieSessionInterface):
                 del self._table[next(iter(self._table))]
             self._table[header] = (dict(data), int(stamp.timestamp()))
         return self.session_class(data)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Save as Flask does; a session that sets no cookie costs one test.
+
+        Flask's interface reads seven cookie settings before it finds out
+        that an unmodified session sets no cookie (most requests, and every
+        call that does not write the session); this answers those at once
+        with what Flask would do (``Vary: Cookie`` for an accessed session)
+        and leaves every other case to Flask.
+        """
+        if not self.should_set_cookie(app, session) and not (not session and session.modified):
+            if session.accessed:
+                response.vary.add("Cookie")
+            return
+        super().save_session(app, session, response)

@@ -11,14 +11,13 @@ import gevent
 from flask import Flask, has_request_context, request
 
 from . import signals
-from .broker.memory import MemoryBroker
-from .broker.redis import RedisBroker  # imports redis only when used
-from .broker.redis_presence import RedisPresence
+from .broker import create_broker
+from .broker.loops import Loop
 from .config import AthenaConfig
 from .errors import TooManyPages
 from .limits import Limits
 from .page import LivePage
-from .presence import LocalPresence
+from .topics import Topics
 
 if TYPE_CHECKING:
     from .broker import Broker, RemotePages
@@ -43,21 +42,15 @@ class AthenaState:
         self.athena = athena
         #: The JS modules registered on :attr:`athena` (one table for its apps).
         self.modules = athena.js_modules
-        #: The Redis broker when ``ATHENA_BROKER_URL`` is set (scale-out), else None.
-        self.cluster: RedisBroker | None = None
-        self.broker: Broker
-        #: Serves the endpoints of pages other workers own (a broker that
-        #: spans workers sets it up in ``init_app``), else None.
+        #: Outboxes and broadcasts, shared with the other workers when
+        #: ``ATHENA_BROKER_URL`` names a broker (see :mod:`flask_athena.broker`).
+        self.broker: Broker = create_broker(config, app)
+        self.broker.on_lost = self.page_lost
+        #: Which of this worker's elements joined which topic.
+        self.topics = Topics(self.broker)
+        #: Serves the endpoints of pages other workers own (set up in
+        #: ``init_app`` when the broker has a link to them), else None.
         self.remote: RemotePages | None = None
-        if config.broker_url is not None:
-            self.cluster = RedisBroker(
-                config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
-            )
-            self.cluster.on_lost = self.page_lost
-            self.cluster.app = app
-            self.broker = self.cluster
-        else:
-            self.broker = MemoryBroker(config.outbox_bytes)
         #: page id -> page, for every open page this worker owns.
         self.pages: dict[str, LivePage] = {}
         #: session key -> its pages, oldest first.
@@ -65,17 +58,14 @@ class AthenaState:
         #: session key -> number of open event streams.
         self.session_streams: dict[str, int] = {}
         #: Every event stream this worker serves (its own pages' and, with
-        #: Redis, other workers'): the reaper cuts those that cannot keep up.
+        #: a broker spanning workers, other workers'): the reaper cuts those that cannot keep up.
         self.streams: set[StreamBody] = set()
         #: Pages and streams per client address and per worker (DESIGN §11).
         self.limits = Limits(config)
-        self._reaper: gevent.Greenlet | None = None
-        #: Who is in which topic (``athena.presence``): in this process, or in Redis.
-        self.presence: PresenceBackend
-        if self.cluster is not None:
-            self.presence = RedisPresence(self, self.cluster)
-        else:
-            self.presence = LocalPresence(self)
+        #: Closes idle pages, expires calls, cuts slow streams (a supervised loop).
+        self._reaper = Loop("reaper", self._reap_forever)
+        #: Who is in which topic (``athena.presence``), kept where the broker says.
+        self.presence: PresenceBackend = self.broker.create_presence(self)
         #: A POST passed the Origin check as same-origin / the proxy hint was
         #: logged (see ``endpoint.hint_proxy_setup``).
         self.origin_accepted = False
@@ -125,8 +115,10 @@ class AthenaState:
                 del self.session_pages[page.session_key]
 
     def page_lost(self, page_id: str, what: str) -> None:
-        """Redis broker: a page's keys vanished (``"lost"``: close it) or the
-        worker serving its stream died (``"reader"``: the stream is detached)."""
+        """The broker's :attr:`~flask_athena.broker.Broker.on_lost`: a page's
+        shared state vanished (``"lost"``: close it) or the worker serving its
+        stream died (``"reader"``: the stream is detached). Runs in a greenlet
+        of the broker's; blocks while the page's hooks run."""
         page = self.pages.get(page_id)
         if page is None:
             return
@@ -162,12 +154,12 @@ class AthenaState:
     @property
     def reaper_running(self) -> bool:
         """Whether this worker's reaper greenlet is alive."""
-        return self._reaper is not None and not self._reaper.dead
+        return self._reaper.alive
 
     def ensure_reaper(self) -> None:
-        """Start the reaper greenlet of this worker unless it runs (after a fork, it does not)."""
-        if self._reaper is None or self._reaper.dead:
-            self._reaper = gevent.spawn(self._reap_forever)
+        """Start the reaper greenlet of this worker unless it runs (after a fork,
+        it does not). Never blocks."""
+        self._reaper.start()
 
     def _reap_forever(self) -> None:
         interval = min(self.config.page_timeout / 4, self.config.heartbeat, 5.0)
@@ -195,7 +187,7 @@ class AthenaState:
         self.presence.close()  # first: the closing pages need not tell each other
         for page in list(self.pages.values()):
             page.close("shutdown")
-        if self._reaper is not None:
-            self._reaper.kill(block=True, timeout=5)
-            self._reaper = None
+        if not self._reaper.stop(timeout=5):
+            logger.warning("flask_athena: the reaper did not stop in time")
+        self.topics.clear()
         self.broker.close()

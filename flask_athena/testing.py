@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple
 
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
+from werkzeug.wrappers import Response
 
 from .errors import AthenaError, RemoteError
 from .page import LivePage
@@ -86,7 +86,7 @@ class TestPage:
         self.widgets = parse_widgets(html)
         self.next_seq = 1
         self._read = 0  # last outbox seq returned by received()
-        self._stream: TestResponse | None = None
+        self._stream: Response | None = None
 
     @property
     def live(self) -> LivePage:

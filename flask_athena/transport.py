@@ -149,19 +149,24 @@ def page_events(page_id: str, last: int, ack: bool = True) -> Response:
     both attach pages through this; runs in the request's context and greenlet.
     ``ack``: ``last`` also acknowledges (the page's own Last-Event-ID does; a
     shared stream's leader only knows what it relayed, not what the tab has).
-    A page another worker owns is served by the broker, which acknowledges.
+    Without it nothing is acknowledged, and a ``last`` below the page's
+    acknowledged seq starts from that seq: the tab has those messages (it
+    acknowledged them in its own POSTs), and they may be forgotten already.
+    A page another worker owns is served by the broker, with the same rules.
     """
     state = _state()
     check_stream_origin(state, request)
     if state.remote is not None and page_id not in state.pages:
         # Another worker owns the page: the broker serves its stream.
-        return state.remote.events(page_id, last, RETRY_MS)
+        return state.remote.events(page_id, last, RETRY_MS, ack)
     page = state.pages.get(page_id)
     if page is None or page.closed:
         # Not an error status: EventSource hides those. The browser must
         # learn that replay is impossible and reload.
         return gone_response("unknown-page", RETRY_MS)
     check_session(page, session)
+    if not ack:
+        last = max(last, page.outbox.acked)
     frames = page.outbox.read(last)
     if frames is None:
         return gone_response("outbox-trimmed", RETRY_MS)

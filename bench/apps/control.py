@@ -11,6 +11,7 @@ Every loop here is bounded in count and time.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from contextlib import AbstractContextManager
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 import gevent
 from flask import Blueprint, Flask, jsonify, request
+from greenlet import greenlet
 
 from .cluster import Cluster, apportion
 
@@ -46,6 +48,9 @@ class Adapter(Protocol):
 
     def context(self) -> AbstractContextManager[Any]:
         """Entered once by every background greenlet the control code starts."""
+
+    def held(self) -> int:
+        """Pages (clients) this worker holds, with or without an open stream."""
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -145,6 +150,18 @@ def install(app: Flask, adapter: Adapter, cluster_url: str | None = None) -> Non
             connected=sum(r["connected"] for r in replies),
             workers=len(replies),
             per_worker=sorted(r["connected"] for r in replies),
+        )
+
+    @bp.get("/bench/gauge")
+    def gauge() -> Any:
+        # The soak's samples (python -m bench --soak): what this worker holds.
+        # Counting greenlets walks the heap: once every few seconds only.
+        greenlets = sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet))
+        return jsonify(
+            pid=os.getpid(),
+            greenlets=greenlets,
+            held=adapter.held(),
+            connected=len(adapter.connected()),
         )
 
     @bp.post("/bench/push")

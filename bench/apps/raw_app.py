@@ -140,5 +140,8 @@ class RawAdapter:
     def context(self) -> Any:
         return no_context()
 
+    def held(self) -> int:
+        return len(clients)
+
 
 install(app, RawAdapter())

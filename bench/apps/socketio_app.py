@@ -54,5 +54,8 @@ class SocketIOAdapter:
     def context(self) -> Any:
         return no_context()
 
+    def held(self) -> int:
+        return len(sids)
+
 
 install(app, SocketIOAdapter())

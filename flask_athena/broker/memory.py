@@ -7,17 +7,20 @@ needs locks: no method below yields between reading and writing state.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gevent.event import Event
 
-from ..protocol import call_message, sse_data, sse_frame
+from ..protocol import sse_data, sse_frame
+from .loops import LoopHealth
 
-logger = logging.getLogger("flask_athena")
+if TYPE_CHECKING:
+    from ..presence import PresenceBackend
+    from ..state import AthenaState
+    from . import Deliver, Outbox
 
 
 class MemoryOutbox:
@@ -32,6 +35,7 @@ class MemoryOutbox:
         "_frames",
         "_first_seq",
         "last_seq",
+        "acked",
         "_size",
         "_bytes",
         "_max_bytes",
@@ -44,6 +48,8 @@ class MemoryOutbox:
         self._frames: deque[bytes] = deque()
         self._first_seq = 1  # seq of _frames[0]
         self.last_seq = 0
+        #: The highest seq the browser acknowledged (it has every message up to it).
+        self.acked = 0
         self._size = size
         self._bytes = 0  # sum of len(frame) over _frames
         self._max_bytes = max_bytes
@@ -101,6 +107,7 @@ class MemoryOutbox:
     def ack(self, seq: int) -> None:
         if self.closed:
             return  # nothing kept (publish after close keeps nothing either)
+        self.acked = max(self.acked, min(seq, self.last_seq))
         drop = min(seq, self.last_seq) - self._first_seq + 1
         frames = self._frames
         for _ in range(max(drop, 0)):
@@ -140,96 +147,50 @@ class MemoryOutbox:
             self._event.set()
 
 
-def _close_quietly(page: Any) -> None:
-    try:
-        page.close("error")
-    except Exception:
-        logger.exception("flask_athena: closing a failed page raised")
-
-
-class LocalTopics:
-    """Which of this worker's elements joined which topic.
-
-    Both brokers keep one: a broadcast ends as a delivery to the elements of
-    each worker (with Redis, every worker delivers to its own).
-    """
-
-    __slots__ = ("_members",)
-
-    def __init__(self) -> None:
-        # topic -> elements joined (a dict keeps join order, like an ordered set)
-        self._members: dict[str, dict[Any, None]] = {}
-
-    def subscribe(self, topic: str, element: Any) -> None:
-        self._members.setdefault(topic, {})[element] = None
-
-    def unsubscribe(self, topic: str, element: Any) -> None:
-        members = self._members.get(topic)
-        if members is not None:
-            members.pop(element, None)
-            if not members:
-                del self._members[topic]
-
-    def members(self, topic: str) -> list[Any]:
-        """This worker's elements joined to ``topic``, in join order (a copy)."""
-        return list(self._members.get(topic, ()))
-
-    def deliver(self, topic: str, method: str, args_json: str) -> int:
-        """Queue ``method(*args)`` for every member; return how many got it."""
-        members = self._members.get(topic)
-        if not members:
-            return 0
-        delivered = 0
-        failed = 0
-        for element in list(members):  # a receiving page may close (and leave) meanwhile
-            page = element.page
-            if page is None:
-                continue
-            try:
-                page.outbox.publish(call_message(None, element.id, method, args_json))
-            except Exception:
-                # One member's page failing (a bug, a broken outbox) must not
-                # cost the rest of the room the message: that page is closed
-                # (its browser learns it is gone and reloads: an explicit
-                # failure, not a silent gap) and the loop goes on.
-                failed += 1
-                if failed == 1:
-                    logger.exception("flask_athena: broadcast to one page failed; closing it")
-                _close_quietly(page)
-            else:
-                delivered += 1
-        if failed > 1:
-            logger.error("flask_athena: broadcast failed for %d pages; closed them", failed)
-        return delivered
-
-    def clear(self) -> None:
-        self._members.clear()
-
-
 class MemoryBroker:
-    """Outboxes and topics in this process."""
+    """Outboxes in this process; a broadcast goes straight to this worker's topics."""
+
+    #: Shown by the inspector and the CLI.
+    kind = "memory"
 
     def __init__(self, outbox_bytes: int | None = None) -> None:
-        self._topics = LocalTopics()
         self._outbox_bytes = outbox_bytes
+        #: Delivers broadcasts to this worker's elements (set by ``topics.Topics``).
+        self.on_broadcast: Deliver | None = None
+        #: Never called: pages of this broker lose nothing they could lose elsewhere.
+        self.on_lost: Callable[[str, str], None] | None = None
+
+    @property
+    def worker_id(self) -> str:
+        """``"local"``: there is one worker."""
+        return "local"
+
+    @property
+    def link(self) -> None:
+        """``None``: every page lives in this process."""
+        return None
 
     def create_outbox(self, page_id: str, size: int) -> MemoryOutbox:
+        """A :class:`MemoryOutbox` of ``size`` messages (and ``ATHENA_OUTBOX_BYTES``)."""
         return MemoryOutbox(size, self._outbox_bytes)
 
-    def register_page(self, page_id: str, outbox: Any) -> None:
+    def register_page(self, page_id: str, outbox: Outbox) -> None:
         """Nothing to record: every page of this broker lives in this process."""
 
-    def subscribe(self, topic: str, element: Any) -> None:
-        self._topics.subscribe(topic, element)
-
-    def unsubscribe(self, topic: str, element: Any) -> None:
-        self._topics.unsubscribe(topic, element)
-
-    def members(self, topic: str) -> list[Any]:
-        return self._topics.members(topic)
-
     def broadcast(self, topic: str, method: str, args_json: str) -> int:
-        return self._topics.deliver(topic, method, args_json)
+        """Deliver in the calling greenlet; return how many elements got it (never blocks)."""
+        deliver = self.on_broadcast
+        return deliver(topic, method, args_json) if deliver is not None else 0
+
+    def create_presence(self, state: AthenaState) -> PresenceBackend:
+        """The in-process presence table (:class:`~flask_athena.presence.LocalPresence`)."""
+        from ..presence import LocalPresence
+
+        return LocalPresence(state)
+
+    def health(self) -> list[LoopHealth]:
+        """``[]``: this broker runs no background loop."""
+        return []
 
     def close(self) -> None:
-        self._topics.clear()
+        """Nothing runs: nothing to stop."""

@@ -36,7 +36,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 
@@ -44,7 +44,6 @@ from .. import signals
 from ..errors import BrokerUnavailable
 from ..protocol import sse_message
 from .loops import Loop, LoopHealth
-from .memory import LocalTopics
 from .redis_common import (
     BROADCAST_CHANNEL,
     MAX_REDIS_CONNECTIONS,
@@ -56,16 +55,22 @@ from .redis_common import (
     page_key,
     worker_key,
 )
-from .redis_inbox import Forwarder, Handler, InboxServer
+from .redis_inbox import Forwarder, InboxServer
 from .redis_liveness import Heartbeat, LivenessCache
 from .redis_outbox import RedisOutbox, RedisReader
 from .redis_poller import PollAnswer, StreamPoller
+from .redis_reports import ReportWriter, check, read_reports, redis_client, report_prefix
 from .redis_subscriber import Replies, Subscriber, WakeUps
 from .redis_writer import StreamWriter, Write
 
+if TYPE_CHECKING:
+    from ..presence import PresenceBackend
+    from ..state import AthenaState
+    from . import BrokerCheck, Deliver, Handler, Outbox, Report, WorkerReports
+
 logger = logging.getLogger("flask_athena")
 
-__all__ = ["Handler", "RedisBroker"]
+__all__ = ["RedisBroker"]
 
 
 class RedisBroker:
@@ -73,7 +78,11 @@ class RedisBroker:
 
     One per app per worker process. Nothing connects before first use, and
     the worker id is made per process, so the object survives gunicorn's fork.
+    It is its own :class:`~flask_athena.broker.WorkerLink`.
     """
+
+    #: Shown by the inspector and the CLI.
+    kind = "redis"
 
     def __init__(self, url: str, call_timeout: float, namespace: str = "") -> None:
         if importlib.util.find_spec("redis") is None:  # pragma: no cover - the install
@@ -90,7 +99,8 @@ class RedisBroker:
         self.on_lost: Callable[[str, str], None] | None = None
         #: The Flask app: the sender of the broker's signals (set by the app state).
         self.app: Any = None
-        self._topics = LocalTopics()
+        #: Delivers each broadcast to this worker's elements (set by ``topics.Topics``).
+        self.on_broadcast: Deliver | None = None
         self._outboxes: dict[str, RedisOutbox] = {}
         #: Wake-up events of the streams this worker serves for other workers' pages.
         self.wakeups = WakeUps()
@@ -99,7 +109,7 @@ class RedisBroker:
         self._forwarder = Forwarder(replies, self.alive)
         self._writer = StreamWriter(self._outboxes, self._fail_page)
         self._poller = StreamPoller()
-        self._subscriber = Subscriber(self.wakeups, replies, self._topics.deliver)
+        self._subscriber = Subscriber(self.wakeups, replies, self._deliver)
         self._inbox = InboxServer(self._subscriber.subscribed)
         self._heartbeat = Heartbeat(self._outboxes, self._page_lost)
         self._loops: tuple[Loop, ...] = (
@@ -127,6 +137,11 @@ class RedisBroker:
     def worker_id(self) -> str:
         """This worker's id (connects on first use)."""
         return self._start().wid
+
+    @property
+    def link(self) -> RedisBroker:
+        """This broker: it spans workers."""
+        return self
 
     def _start(self) -> Connection:
         """Connect and start this process's loops on first use."""
@@ -196,7 +211,7 @@ class RedisBroker:
     def create_outbox(self, page_id: str, size: int) -> RedisOutbox:
         return RedisOutbox(self, page_id, size)
 
-    def register_page(self, page_id: str, outbox: Any) -> None:
+    def register_page(self, page_id: str, outbox: Outbox) -> None:
         """Record a new page as owned by this worker (blocks for one round trip).
 
         The stream is created here with a placeholder entry ``0-1`` so readers
@@ -220,17 +235,9 @@ class RedisBroker:
         (presence). Raises :class:`BrokerUnavailable` when Redis is unreachable."""
         return self._ready().client
 
-    def subscribe(self, topic: str, element: Any) -> None:
-        self._topics.subscribe(topic, element)
-
-    def members(self, topic: str) -> list[Any]:
-        return self._topics.members(topic)
-
-    def unsubscribe(self, topic: str, element: Any) -> None:
-        self._topics.unsubscribe(topic, element)
-
     def broadcast(self, topic: str, method: str, args_json: str) -> int:
-        """Publish once; every worker (this one included) delivers to its members.
+        """Publish once; every worker (this one included) delivers to its members
+        through its ``on_broadcast``; blocks for one round trip.
 
         Returns the number of workers that received it. Every worker gets
         broadcasts in the one order Redis published them, so all pages see
@@ -246,15 +253,51 @@ class RedisBroker:
         db = client.connection_pool.connection_kwargs.get("db", 0)
         return f"{BROADCAST_CHANNEL}:{db}:{self._namespace}"
 
-    def publish_broadcast(self, client: Any, topic: str, method: str, args_json: str) -> int:
-        """Publish a broadcast through ``client`` (a ``redis.Redis`` on this URL)
-        without starting this process's broker greenlets.
+    def publish_from_outside(self, topic: str, method: str, args_json: str) -> int:
+        """Publish a broadcast with a client of its own, without starting this
+        process's broker loops.
 
         For processes that are not workers (``flask athena broadcast``): the
-        workers deliver it as any broadcast. Returns how many received it.
+        workers deliver it as any broadcast. Returns how many received it;
+        raises :class:`BrokerUnavailable`.
         """
+        client = redis_client(self.url)
         message = json.dumps({"t": topic, "m": method, "a": args_json})
-        return int(client.publish(self.broadcast_channel(client), message))
+        try:
+            return int(client.publish(self.broadcast_channel(client), message))
+        except Exception as exc:  # redis-py's errors, imported lazily
+            raise BrokerUnavailable(f"Redis failed: {type(exc).__name__}: {exc}") from exc
+
+    def create_presence(self, state: AthenaState) -> PresenceBackend:
+        """Presence in Redis with a replica here (:class:`~.redis_presence.RedisPresence`)."""
+        from .redis_presence import RedisPresence
+
+        return RedisPresence(state, self)
+
+    # -- worker reports and the operator's checks ------------------------------
+
+    def reports(self, snapshot: Callable[[], Report], interval: float) -> WorkerReports:
+        """This worker's reports, written by a loop of their own (started by
+        ``ensure_started``, with its own Redis connection)."""
+        return ReportWriter(self.url, self._namespace, snapshot, interval)
+
+    def read_reports(self) -> list[Report]:
+        """Every worker's latest report, from any process (blocks; raises
+        :class:`BrokerUnavailable`)."""
+        client = redis_client(self.url)
+        try:
+            return read_reports(client, report_prefix(client, self._namespace))
+        except Exception as exc:  # redis-py's errors, imported lazily
+            raise BrokerUnavailable(f"Redis unreachable: {type(exc).__name__}: {exc}") from exc
+
+    def check(self, pings: int) -> BrokerCheck:
+        """Round trips, version, workers and reports, from any process (blocks;
+        raises :class:`BrokerUnavailable`)."""
+        client = redis_client(self.url)
+        try:
+            return check(client, report_prefix(client, self._namespace), pings)
+        except Exception as exc:  # redis-py's errors, imported lazily
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         """Stop this worker's loops and join them (bounded); send what is
@@ -263,7 +306,6 @@ class RedisBroker:
         for loop in self._loops:
             if not loop.stop(timeout=2.0):
                 logger.warning("flask_athena: the %s loop did not stop in time", loop.name)
-        self._topics.clear()
         conn = self._conn
         if conn is not None and self._pid == os.getpid():
             try:
@@ -321,6 +363,13 @@ class RedisBroker:
         self._ready()
         return RedisReader(self, page_id)
 
+    def acked(self, page_id: str) -> int:
+        """The highest seq the page's browser acknowledged, as its owner recorded it."""
+        conn = self._ready()
+        with self._errors(conn):
+            raw = conn.client.hget(page_key(page_id), "acked")
+        return int(raw) if raw is not None else 0
+
     def trim(self, page_id: str, seq: int) -> None:
         """Forget the page's messages up to ``seq`` (the browser has them)."""
         conn = self._ready()
@@ -367,6 +416,11 @@ class RedisBroker:
             return self._forwarder.forward(conn, owner, request, timeout)
 
     # -- failures reported by the loops --------------------------------------
+
+    def _deliver(self, topic: str, method: str, args_json: str) -> int:
+        # In the subscriber's greenlet: hand the broadcast to the topics.
+        deliver = self.on_broadcast
+        return deliver(topic, method, args_json) if deliver is not None else 0
 
     def _page_lost(self, page_id: str, what: str) -> None:
         if self.on_lost is not None:

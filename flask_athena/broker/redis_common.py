@@ -38,7 +38,12 @@ def out_key(page_id: str) -> str:
 
 
 def worker_key(wid: str) -> str:
+    """The liveness key of worker ``wid``."""
     return f"athena:worker:{wid}"
+
+
+#: What every worker's liveness key matches (``SCAN``).
+WORKER_KEY_PATTERN = "athena:worker:*"
 
 
 def inbox_key(wid: str) -> str:

@@ -20,6 +20,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 
 from ..errors import CallTimeout, PageNotFound
+from . import Handler
 from .loops import Loop, backoff
 from .redis_common import (
     IDLE_WAIT,
@@ -33,9 +34,6 @@ from .redis_common import (
 from .redis_subscriber import Replies
 
 logger = logging.getLogger("flask_athena")
-#: Runs a forwarded request on the owner: request dict -> reply dict
-#: (``{"status", "body", "cookies"}``, see ``flask_athena.forwarding``).
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class Forwarder:

@@ -47,6 +47,10 @@ class RedisOutbox:
     def last_seq(self) -> int:
         return self._frames.last_seq
 
+    @property
+    def acked(self) -> int:
+        return self._frames.acked
+
     def __len__(self) -> int:
         return len(self._frames)
 
@@ -71,7 +75,9 @@ class RedisOutbox:
     def ack(self, seq: int) -> None:
         self._frames.ack(seq)
         if not self.closed and seq > 0:
-            self._broker.enqueue(("ack", self, min(seq, self.last_seq), ""))
+            # The highest ack so far, not this one: POSTs may arrive out of
+            # order, and the writer records it for other workers' streams.
+            self._broker.enqueue(("ack", self, self._frames.acked, ""))
 
     def read(self, after: int) -> list[bytes] | None:
         return self._frames.read(after)

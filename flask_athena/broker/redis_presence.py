@@ -23,31 +23,29 @@ overflow) or a new epoch re-reads the topic and delivers the difference.
 Owners keep the authoritative record of their own entries in memory; a
 maintenance greenlet re-asserts them when Redis lost them (a restart, an
 expired key) and removes the entries of workers whose liveness key expired.
+The keys and scripts are :class:`~.redis_presence_store.PresenceStore`'s;
+this module keeps the replica, the greenlets that feed it, and the entries
+this worker owns.
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 import logging
 import os
 import random
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import Event
-from gevent.lock import BoundedSemaphore
 
 from ..errors import BrokerUnavailable, PresenceFull
-from ..presence import Meta, Presences, PresenceView, make_entry, new_ref
-from ..protocol import dumps
+from ..presence import Entries, Meta, Presences, PresenceView, make_entry, new_ref
 from .loops import Loop, backoff
-from .redis_common import worker_key
-from .redis_presence_lua import REAP, TRACK, UNTRACK, parse_pairs, parse_topic_hash, version_step
+from .redis_presence_lua import parse_pairs, version_step
+from .redis_presence_store import Owned, PresenceStore
 
 if TYPE_CHECKING:
     from ..element import LiveElement
@@ -56,9 +54,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_athena")
 
-#: Seconds a presence key lives without a refresh by an owner of its entries.
-PRESENCE_TTL = 60
-#: Seconds between refreshes of those TTLs.
+#: Seconds between refreshes of the TTLs of this worker's presence keys.
 PRESENCE_REFRESH = 10.0
 #: Seconds between checks for dead workers (their liveness key is gone
 #: WORKER_TTL seconds after their last beat).
@@ -69,25 +65,28 @@ RECONCILE_EVERY = 30.0
 MAX_QUEUED = 100_000
 #: Seconds ``track``/``untrack`` wait for this worker to deliver their diff.
 DELIVERY_WAIT = 3.0
+#: Seconds an idle loop waits before it looks again (every wait has a timeout).
+IDLE_WAIT = 1.0
 
 
 class RedisPresence:
-    """Presence through Redis (see the module docstring); one per app per worker."""
+    """Presence through Redis (see the module docstring); one per app per worker.
+
+    ``track``, ``untrack`` and ``forget`` run in the caller's greenlet and
+    block for Redis' round trip; hooks run in the applier loop's greenlet.
+    """
 
     def __init__(self, state: AthenaState, broker: RedisBroker) -> None:
         self.state = state
         self.broker = broker
         self.view = PresenceView(state)
-        ns = f"{state.app.import_name}{state.config.url_prefix}"
-        self._prefix = f"athena:pres:{ns}:t:"
-        self._workers_key = f"athena:pres:{ns}:workers"
-        self._topics_key = f"athena:pres:{ns}:topics"
-        self._index_prefix = f"athena:pres:{ns}:w:"
-        self._ns = ns
-        self._channel = ""
+        config = state.config
+        self.store = PresenceStore(
+            broker, f"{state.app.import_name}{config.url_prefix}", config.presence_max_members
+        )
         #: ref -> (topic, entry) of every entry this worker owns: the truth
         #: Redis is brought back to when it lost them.
-        self._mine: dict[str, tuple[str, tuple[str, Meta]]] = {}
+        self._mine: Owned = {}
         #: element -> topic -> ref.
         self._tracked: dict[LiveElement, dict[str, str]] = {}
         #: topic -> (epoch, version) delivered here.
@@ -99,10 +98,7 @@ class RedisPresence:
         self._reconcile_now = Event()
         #: (ref, topic, present wanted, event): track/untrack waiting for delivery here.
         self._waiters: list[tuple[str, str, bool, Event]] = []
-        self._lock = BoundedSemaphore(1)
         self._pid: int | None = None
-        self._wid = ""
-        self._scripts: dict[str, Any] = {}
         #: Supervised (restarted with backoff if a body dies; stop() joins).
         self._loops = (
             Loop("presence-subscriber", self._listen_forever),
@@ -116,20 +112,15 @@ class RedisPresence:
     # -- process start ---------------------------------------------------------
 
     def start(self) -> None:
-        """Start this process's greenlets on first use (after gunicorn's fork)."""
+        """Start this process's greenlets on first use (after gunicorn's fork).
+
+        Blocks for Redis' round trip the first time in a process; raises
+        :class:`~flask_athena.errors.BrokerUnavailable`.
+        """
         if self._pid == os.getpid() or self._closed:
             return
-        client = self.broker.client()
+        self.store.attach()
         self._pid = os.getpid()
-        self._wid = self.broker.worker_id
-        db = client.connection_pool.connection_kwargs.get("db", 0)
-        # Pub/sub ignores database numbers: the channel names the database.
-        self._channel = f"athena:pres:{db}:{self._ns}"
-        self._scripts = {
-            "track": client.register_script(TRACK),
-            "untrack": client.register_script(UNTRACK),
-            "reap": client.register_script(REAP),
-        }
         self._queue.clear()
         self._mine.clear()
         self._tracked.clear()
@@ -140,14 +131,16 @@ class RedisPresence:
             loop.start()
 
     def close(self) -> None:
-        """Stop the greenlets; remove this worker's entries (one diff per topic)."""
+        """Stop the greenlets (joined, bounded); remove this worker's entries
+        (one diff per topic, best effort within 5 seconds)."""
         self._closed = True
         for loop in self._loops:
-            loop.stop()
+            if not loop.stop(timeout=2.0):
+                logger.warning("flask_athena: the %s loop did not stop in time", loop.name)
         if self._pid == os.getpid() and self._mine:
             try:
                 with gevent.Timeout(5, False):  # silent: the others reap us anyway
-                    self._reap(self._wid)
+                    self.store.reap(self.store.wid)
             except Exception as exc:  # Redis gone at shutdown
                 logger.warning("flask_athena: presence not removed at shutdown (%s)", exc)
         self._mine.clear()
@@ -157,28 +150,16 @@ class RedisPresence:
     # -- the backend API -------------------------------------------------------
 
     def track(self, element: LiveElement, topic: str, key: str, meta: Meta | None) -> str:
+        """Record ``element`` in ``topic`` (see :meth:`Presence.track
+        <flask_athena.presence.Presence.track>`); blocks until this worker
+        delivered the join (bounded by :data:`DELIVERY_WAIT`)."""
         self.start()
         ref = new_ref()
         entry = make_entry(key, meta, ref, self.state.config.presence_max_meta)
         mine = self._tracked.get(element, {})
         old_ref = mine.get(topic, "")
-        with self._locked():
-            status = self._run(
-                "track",
-                keys=self._keys(topic),
-                args=[
-                    ref,
-                    dumps(entry),
-                    self._wid,
-                    topic,
-                    self._channel,
-                    self.state.config.presence_max_members,
-                    PRESENCE_TTL,
-                    new_ref(),
-                    old_ref,
-                ],
-            )
-            if status[0] == -1:
+        with self.store.turn():
+            if not self.store.track(ref, entry, topic, old_ref):
                 raise PresenceFull(
                     f"the topic has ATHENA_PRESENCE_MAX_MEMBERS "
                     f"({self.state.config.presence_max_members}) entries"
@@ -196,12 +177,15 @@ class RedisPresence:
         return ref
 
     def untrack(self, element: LiveElement, topic: str) -> None:
+        """Remove ``element``'s entry from ``topic``; blocks until delivered here (bounded)."""
         ref = self._drop(element, topic)
         if ref is not None:
-            self._untrack_in_redis(ref, topic)
+            self.store.untrack(ref, topic)
             self._wait_delivered(ref, topic, present=False)
 
     def forget(self, element: LiveElement) -> None:
+        """The element left its page: untrack it everywhere (a Redis outage
+        defers the removal to the maintenance loop; never raises for it)."""
         if self._closed:
             return
         for topic in list(self._tracked.get(element, ())):
@@ -209,45 +193,21 @@ class RedisPresence:
             if ref is None:
                 continue
             try:
-                self._untrack_in_redis(ref, topic)
+                self.store.untrack(ref, topic)
             except BrokerUnavailable as exc:
                 # Closing a page never fails on Redis: the maintenance
                 # greenlet removes the entry once Redis answers again.
                 logger.warning("flask_athena: presence leave deferred (%s)", exc)
 
     def list(self, topic: str) -> Presences:
+        """The topic as delivered here; a worker's very first look waits for
+        its first load (bounded by :data:`DELIVERY_WAIT`)."""
         self.start()
         if not self._loaded.is_set() and gevent.getcurrent() is not self._applier:
-            self._loaded.wait(DELIVERY_WAIT)  # a worker's very first look
+            self._loaded.wait(DELIVERY_WAIT)
         return self.view.list(topic)
 
-    # -- writes ----------------------------------------------------------------
-
-    def _keys(self, topic: str) -> builtins.list[str]:
-        return [
-            self._prefix + topic,
-            self._index_prefix + self._wid,
-            self._workers_key,
-            self._topics_key,
-        ]
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        # Writes and the reconciler take turns, so a reconcile never re-adds
-        # an entry an untrack is removing (every wait has a timeout).
-        if not self._lock.acquire(timeout=10):
-            raise BrokerUnavailable("presence writes are stuck (Redis too slow?)")
-        try:
-            yield
-        finally:
-            self._lock.release()
-
-    def _run(self, script: str, keys: builtins.list[str], args: builtins.list[Any]) -> Any:
-        self.broker.client()  # BrokerUnavailable while Redis is away
-        try:
-            return self._scripts[script](keys=keys, args=args)
-        except _redis_errors() as exc:
-            raise BrokerUnavailable(f"Redis failed: {type(exc).__name__}") from exc
+    # -- this worker's entries ---------------------------------------------------
 
     def _drop(self, element: LiveElement, topic: str) -> str | None:
         mine = self._tracked.get(element)
@@ -257,20 +217,6 @@ class RedisPresence:
         if ref is not None:
             self._mine.pop(ref, None)
         return ref
-
-    def _untrack_in_redis(self, ref: str, topic: str) -> None:
-        with self._locked():
-            self._run(
-                "untrack",
-                keys=self._keys(topic),
-                args=[ref, self._wid, topic, self._channel],
-            )
-
-    def _reap(self, wid: str) -> None:
-        self._scripts["reap"](
-            keys=[self._index_prefix + wid, self._workers_key, self._topics_key],
-            args=[wid, self._channel, self._prefix],
-        )
 
     def _wait_delivered(self, ref: str, topic: str, present: bool) -> None:
         """Block until this worker delivered the change of ``ref`` (bounded), so
@@ -295,8 +241,8 @@ class RedisPresence:
         while True:
             pubsub = None
             try:
-                pubsub = self.broker.client().pubsub()
-                pubsub.subscribe(self._channel)
+                pubsub = self.store.client().pubsub()
+                pubsub.subscribe(self.store.channel)
                 message = pubsub.get_message(timeout=2.0)
                 if message is None or message["type"] != "subscribe":
                     raise BrokerUnavailable("no SUBSCRIBE reply")
@@ -339,7 +285,7 @@ class RedisPresence:
                     self._queue.append(("load", ""))
                     continue
                 self._queued.clear()
-                self._queued.wait()
+                self._queued.wait(IDLE_WAIT)
                 continue
             kind, data = self._queue.popleft()
             try:
@@ -367,7 +313,8 @@ class RedisPresence:
         if step == "skip":
             return
         if step == "resync":
-            self._resync(topic)
+            version_read, entries = self.store.read_topic(topic)
+            self._replace(topic, version_read, entries)
             return
         if step == "reset":
             self.view.replace(topic, joins_)
@@ -376,33 +323,21 @@ class RedisPresence:
         self._set_version(topic, (epoch, version))
         self._wake(topic)
 
+    def _replace(self, topic: str, version: tuple[str, int] | None, entries: Entries) -> None:
+        self.view.replace(topic, entries)
+        self._set_version(topic, version)
+        self._wake(topic)
+
     def _set_version(self, topic: str, version: tuple[str, int] | None) -> None:
         if version is None or not self.view.refs(topic):
             self._versions.pop(topic, None)  # Redis deleted the emptied topic too
         else:
             self._versions[topic] = version
 
-    def _resync(self, topic: str) -> None:
-        client = self.broker.client()
-        version, entries = parse_topic_hash(client.hgetall(self._prefix + topic))
-        self.view.replace(topic, entries)
-        self._set_version(topic, version)
-        self._wake(topic)
-
     def _load(self) -> None:
         """Re-read every topic and deliver what changed (start, reconnect, overflow)."""
-        client = self.broker.client()
-        topics = sorted(client.smembers(self._topics_key) | set(self.view.topics))
-        for start in range(0, len(topics), 500):
-            chunk = topics[start : start + 500]
-            pipe = client.pipeline(transaction=False)
-            for topic in chunk:
-                pipe.hgetall(self._prefix + topic)
-            for topic, fields in zip(chunk, pipe.execute()):
-                version, entries = parse_topic_hash(fields)
-                self.view.replace(topic, entries)
-                self._set_version(topic, version)
-                self._wake(topic)
+        for topic, version, entries in self.store.read_all(set(self.view.topics)):
+            self._replace(topic, version, entries)
         self._loaded.set()
 
     def _wake(self, topic: str) -> None:
@@ -424,80 +359,18 @@ class RedisPresence:
             self._reconcile_now.wait(REAP_EVERY * random.uniform(0.75, 1.25))
             try:
                 now = monotonic()
-                self._reap_dead()
-                if self._reconcile_now.is_set() or now - last_reconcile >= RECONCILE_EVERY:
+                self.store.reap_dead()
+                full = self._reconcile_now.is_set() or now - last_reconcile >= RECONCILE_EVERY
+                if full:
                     self._reconcile_now.clear()
                     last_reconcile = now
-                    self._reconcile(full=True)
-                else:
-                    self._reconcile(full=False)
+                self.store.reconcile(self._mine, full)
                 if now - last_refresh >= PRESENCE_REFRESH:
                     last_refresh = now
-                    self._refresh()
+                    if self._mine:
+                        self.store.refresh({topic for topic, _ in self._mine.values()})
                 tries = 0
             except Exception as exc:  # Redis down: try again, never die
                 tries += 1
                 logger.warning("flask_athena: presence maintenance failed (%s)", exc)
                 gevent.sleep(backoff(tries))
-
-    def _reap_dead(self) -> None:
-        client = self.broker.client()
-        workers = [w for w in client.smembers(self._workers_key) if w != self._wid]
-        if not workers:
-            return
-        pipe = client.pipeline(transaction=False)
-        for wid in workers:
-            pipe.exists(worker_key(wid))
-        for wid, alive in zip(workers, pipe.execute()):
-            if not alive:
-                logger.info("flask_athena: removing the presence of a dead worker")
-                self._reap(wid)
-
-    def _reconcile(self, full: bool) -> None:
-        """Bring Redis back to this worker's entries: re-add what it lost (a
-        restart, an expired key, being taken for dead), remove what this
-        worker no longer has (a leave that failed while Redis was away)."""
-        client = self.broker.client()
-        index_key = self._index_prefix + self._wid
-        if not full:
-            pipe = client.pipeline(transaction=False)
-            pipe.hlen(index_key)
-            pipe.sismember(self._workers_key, self._wid)
-            count, listed = pipe.execute()
-            if count == len(self._mine) and (listed or not self._mine):
-                return
-        with self._locked():
-            index: dict[str, str] = client.hgetall(index_key)
-            mine = dict(self._mine)
-            pipe = client.pipeline(transaction=False)
-            for ref, topic in index.items():
-                if ref not in mine:
-                    self._scripts["untrack"](
-                        keys=self._keys(topic),
-                        args=[ref, self._wid, topic, self._channel],
-                        client=pipe,
-                    )
-            max_members = self.state.config.presence_max_members
-            for ref, (topic, entry) in mine.items():
-                # Idempotent: an entry still there is left alone.
-                args: builtins.list[Any] = [ref, dumps(entry), self._wid, topic, self._channel]
-                args += [max_members, PRESENCE_TTL, new_ref(), ""]
-                self._scripts["track"](keys=self._keys(topic), args=args, client=pipe)
-            pipe.execute()
-
-    def _refresh(self) -> None:
-        if not self._mine:
-            return
-        client = self.broker.client()
-        pipe = client.pipeline(transaction=False)
-        for topic in {topic for topic, _ in self._mine.values()}:
-            pipe.expire(self._prefix + topic, PRESENCE_TTL)
-        for key in (self._index_prefix + self._wid, self._workers_key, self._topics_key):
-            pipe.expire(key, PRESENCE_TTL)
-        pipe.execute()
-
-
-def _redis_errors() -> type[Exception]:
-    import redis
-
-    return redis.exceptions.RedisError

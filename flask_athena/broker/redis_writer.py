@@ -36,8 +36,9 @@ logger = logging.getLogger("flask_athena")
 
 #: One queued stream write: ``(op, outbox, seq, data)`` with ``op`` one of
 #: ``"xadd"`` (message ``data`` numbered ``seq``), ``"ack"`` (trim up to
-#: ``seq``), ``"gen"`` (a newer stream: bump the generation and wake the
-#: reader ``data``) and ``"close"`` (delete the page's keys).
+#: ``seq`` and record it as the page's ``acked``), ``"gen"`` (a newer stream:
+#: bump the generation and wake the reader ``data``) and ``"close"`` (delete
+#: the page's keys).
 Write = tuple[str, "RedisOutbox", int, str]
 #: Writes sent in one pipeline at most.
 BATCH = 1000
@@ -155,6 +156,10 @@ class StreamWriter(Loop):
                 woken[pid] = outbox
             elif op == "ack":
                 pipe.xtrim(out_key(pid), minid=f"{seq + 1}-0", approximate=False)
+                # Read by a shared stream another worker serves (its ``last``
+                # may be older than what the page's tab acknowledged).
+                pipe.hset(page_key(pid), "acked", seq)
+                pipe.expire(page_key(pid), PAGE_TTL)  # never a key without a TTL
             elif op == "gen":
                 pipe.hincrby(page_key(pid), "gen", 1)
                 pipe.expire(page_key(pid), PAGE_TTL)  # never a key without a TTL

@@ -20,9 +20,9 @@ Routes, under ``url_prefix`` (default ``/_athena/inspector``):
 - ``/workers.json``: the same view as JSON (every worker's snapshot, see
   :meth:`flask_athena.ops.Ops.snapshot`).
 
-With the Redis broker the other workers' views come from their reports in
-Redis (:mod:`flask_athena.reports`), so the inspector shows every worker
-whichever worker serves it.
+With a broker spanning workers the other workers' views come from their
+reports (:meth:`flask_athena.broker.WorkerLink.reports`), so the inspector
+shows every worker whichever worker serves it.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ def _check_access() -> Response | None:
 
 @blueprint.get("/")
 def index() -> str:
+    """The inspector page: a live page holding one :class:`InspectorView` (request greenlet)."""
     ops = ops_for(current_app)
     page = ops.state.athena.page()
     view = page.add(InspectorView(ops))
@@ -114,6 +115,7 @@ def index() -> str:
 
 @blueprint.get("/workers.json")
 def workers() -> Response:
+    """Every worker's snapshot as JSON (blocks for the broker's round trip, if any)."""
     return jsonify({"workers": ops_for(current_app).workers()})
 
 
@@ -136,6 +138,7 @@ class InspectorView(LiveElement):
         self._pusher: gevent.Greenlet | None = None
 
     def render(self) -> str:
+        """The widget's static markup; the browser fills it from the pushed views."""
         return str(
             Markup(
                 '<div class="summary" aria-live="polite"></div>'
@@ -146,16 +149,20 @@ class InspectorView(LiveElement):
         )
 
     def initial_arguments(self) -> list[Any]:
+        """Every worker's view at render time (blocks like :meth:`Ops.workers`)."""
         return [self._ops.workers()]
 
     def connected(self) -> None:
+        """Start the pusher greenlet and listen for this worker's changes."""
         self._ops.listeners.add(self._wake.set)
         self._pusher = gevent.spawn(self._push_forever)
 
     def disconnected(self, reason: str) -> None:
+        """Stop pushing (the stream is gone; a reconnect starts again)."""
         self._stop()
 
     def detached(self) -> None:
+        """Stop pushing: the widget left its page."""
         self._stop()
 
     def _stop(self) -> None:
@@ -171,7 +178,7 @@ class InspectorView(LiveElement):
             self._wake.clear()
             try:
                 self.call_remote("update", self._ops.workers())
-            except Exception as exc:  # one failed push (Redis down) must not end the view
+            except Exception as exc:  # one failed push (broker down) must not end the view
                 logger.warning("flask_athena: inspector update failed (%s)", exc)
                 current = self.page
                 if current is None or current.closed:

@@ -8,13 +8,14 @@ cookie jar, one session, one connection pool), as a person's tabs are.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from tests.browser.conftest import EXAMPLE_APP, ContextFactory, start_server
+from tests.browser.conftest import EXAMPLE_APP, LAUNCH_ARGS, ContextFactory, start_server
 from tests.browser.helpers import LivePageHandle, expect, open_live, screenshot
 from tests.faultproxy import FaultProxy
 from tests.support import LiveServer
@@ -33,9 +34,7 @@ GONE_LOG = """document.addEventListener("athena:gone", (event) => {
 def server() -> Iterator[LiveServer]:
     # A long heartbeat: a stream that stalls is found by the tests, not hidden
     # by a watchdog's reconnect.
-    server = start_server(
-        EXAMPLE_APP, "shared-stream", heartbeat=30, page_timeout=120, shared_stream=True
-    )
+    server = start_server(EXAMPLE_APP, "shared-stream", heartbeat=30, page_timeout=120)
     yield server
     server.stop()
 
@@ -197,3 +196,106 @@ def test_a_page_of_another_session_cannot_join_a_shared_stream(
     say(mine, "still here")
     expect(mine.page.locator(MESSAGES).last).to_contain_text("still here")
     expect(theirs.page.locator(MESSAGES).last).to_contain_text("still here")
+
+
+@pytest.fixture
+def bfcache_context(browser: Any) -> Iterator[Any]:
+    """A context of a Chromium with its back/forward cache on (Playwright
+    turns it off by default), torn down with its browser."""
+    cached = browser.browser_type.launch(
+        executable_path=shutil.which("chromium"),
+        args=LAUNCH_ARGS,
+        ignore_default_args=["--disable-back-forward-cache"],
+    )
+    try:
+        context = cached.new_context(viewport={"width": 1100, "height": 760})
+        context.set_default_timeout(15_000)
+        context.add_init_script(GONE_LOG + BFCACHE_LOG)
+        yield context
+    finally:
+        cached.close()
+
+
+#: Kept on the page: whether the last ``pageshow`` came from the cache.
+BFCACHE_LOG = (
+    "addEventListener('pageshow', (event) => { window.athenaTestRestored = event.persisted; });"
+)
+
+
+def test_a_leader_going_into_the_back_forward_cache_hands_over_and_rejoins_when_back(
+    server: LiveServer, bfcache_context: Any
+) -> None:
+    # The leader tab navigates away (its page kept in the back/forward
+    # cache): it gives the stream up on pagehide, another tab leads, and
+    # when the person goes back the page comes back alive, rejoins the
+    # shared stream and replays what was said meanwhile, once each.
+    tabs = [open_tab(bfcache_context, server.url, "cache") for _ in range(3)]
+    leader = leader_of(tabs)
+    others = [t for t in tabs if t is not leader]
+    say(others[0], "before")
+    wait_all_see(tabs, 1)
+    leader.page.goto(server.url + "/")  # the example's index: not a live page
+    say(others[1], "while away 1")
+    say(others[0], "while away 2")
+    wait_all_see(others, 3)
+    new_leader = leader_of(others)
+    # No load event for a page restored from the cache: wait for the commit.
+    leader.page.go_back(wait_until="commit")
+    leader.page.wait_for_function("window.athenaTestRestored === true")
+    leader.wait_connected()
+    wait_all_see(tabs, 3)
+    say(leader, "back")
+    wait_all_see(tabs, 4)
+    assert leader_of(tabs) is new_leader  # it rejoined; the lock stayed where it went
+    assert leader.page_id in sharing(new_leader)["pages"]
+    assert [line.split(": ", 1)[1] for line in said(tabs)] == [
+        "before",
+        "while away 1",
+        "while away 2",
+        "back",
+    ]
+    for tab in tabs:
+        assert not tab.errors, tab.errors
+
+
+def test_a_browser_without_web_locks_gives_its_tab_a_stream_of_its_own(
+    server: LiveServer, new_context: ContextFactory
+) -> None:
+    # The fallback: where navigator.locks is missing (an old engine, a page
+    # that is not a secure context) the tab opens its own stream, as before,
+    # and chats with the tabs that share theirs.
+    context = new_context()
+    context.add_init_script(GONE_LOG)
+    sharing_tabs = [open_tab(context, server.url, "mixed") for _ in range(2)]
+    page = context.new_page()
+    page.add_init_script(
+        "Object.defineProperty(Navigator.prototype, 'locks', {get: () => undefined})"
+    )
+    alone = LivePageHandle(page)
+    page.goto(server.url + "/chat")
+    alone.wait_connected()
+    expect(page.locator(".room")).to_be_visible()
+    assert sharing(alone) is None
+    leader = leader_of(sharing_tabs)
+    assert alone.page_id not in sharing(leader)["pages"]
+    tabs = [*sharing_tabs, alone]
+    for i, tab in enumerate(tabs):
+        say(tab, f"mixed {i}")
+        wait_all_see(tabs, i + 1)
+    assert [line.split(": ", 1)[1] for line in said(tabs)] == ["mixed 0", "mixed 1", "mixed 2"]
+    for tab in tabs:
+        assert not tab.errors, tab.errors
+
+
+def test_switched_off_every_tab_has_a_stream_of_its_own(new_context: ContextFactory) -> None:
+    server = start_server(EXAMPLE_APP, "shared-stream-off", shared_stream=False)
+    try:
+        context = new_context()
+        tabs = [open_tab(context, server.url, "own") for _ in range(3)]
+        assert [sharing(t) for t in tabs] == [None, None, None]
+        for i, tab in enumerate(tabs):
+            say(tab, f"own {i}")
+            wait_all_see(tabs, i + 1)
+        assert [line.split(": ", 1)[1] for line in said(tabs)] == ["own 0", "own 1", "own 2"]
+    finally:
+        server.stop()

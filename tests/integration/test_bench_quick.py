@@ -37,7 +37,7 @@ def test_bench_quick_writes_every_figure_for_every_available_target(tmp_path: Pa
 
     results = json.loads((out / "results.json").read_text())
     available = {n: t for n, t in results["targets"].items() if t["available"]}
-    assert {"raw", "socketio", "athena"} <= set(available)
+    assert {"bare", "raw", "socketio", "athena"} <= set(available)
     for name, target in results["targets"].items():
         if not target["available"]:
             assert target["reason"], f"{name} is unavailable without a reason"
@@ -47,6 +47,9 @@ def test_bench_quick_writes_every_figure_for_every_available_target(tmp_path: Pa
             assert isinstance(entry, dict), f"{name}: {figure} missing"
             assert "error" not in entry, f"{name} {figure}: {entry.get('error')}"
 
+    # The floor of the calls path answered every call (bench/apps/bare_app.py).
+    assert available["bare"]["figures"]["F4"]["errors"] == 0
+    assert available["bare"]["figures"]["F4"]["calls_per_s"] > 0
     athena = available["athena"]["figures"]
     assert athena["F1"]["zero_failures"], athena["F1"]
     assert athena["F2"]["missing"] == 0

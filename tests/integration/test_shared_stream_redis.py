@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from flask_athena.broker.redis_common import out_key, page_key
 from tests.integration.redis_support import (
     _META,
     _PID,
@@ -37,7 +38,6 @@ def server(redis_server: RedisServer) -> Iterator[LiveServer]:
         "ATHENA_HEARTBEAT": "0.5",
         "ATHENA_PAGE_TIMEOUT": "120",  # pages wait for the stream while others open
         "ATHENA_CALL_TIMEOUT": "5",
-        "ATHENA_SHARED_STREAM": "true",
         "SECRET_KEY": "flask-athena-shared-stream-tests",
     }
     server = LiveServer("tests.apps.redis_app:app", "shared-stream-redis", workers=3, env=env)
@@ -145,3 +145,70 @@ def test_a_page_of_another_session_is_refused_on_any_worker(server: LiveServer) 
                 response.close()
     mine.close()
     theirs.close()
+
+
+def read_shared(page: Page, last: int, count: int, avoid: int) -> tuple[list[int], list[Any]]:
+    """Open a shared stream for ``page`` from ``last`` on a worker other than
+    ``avoid``; read until ``count`` messages or a ``gone``. ``(ids, gones)``."""
+    session, _ = connection_to(page.base, page.cookies, lambda pid: pid != avoid)
+    ids: list[int] = []
+    gones: list[Any] = []
+    with session:
+        response = session.get(
+            f"{page.base}/_athena/events?pages={page.id}:{last}", stream=True, timeout=(10, 15)
+        )
+        try:
+            assert response.status_code == 200
+            parser = SSEParser()
+            for chunk in response.iter_content(None):
+                for event in parser.feed(chunk):
+                    if event.event == "gone":
+                        gones.append(json.loads(event.data))
+                    elif event.id is not None:
+                        ids.append(int(event.id))
+                if len(ids) >= count or gones:
+                    break
+        finally:
+            response.close()
+    return ids, gones
+
+
+def test_a_shared_stream_on_another_worker_acknowledges_nothing_so_a_tab_behind_its_leader_replays(
+    server: LiveServer, redis_server: RedisServer
+) -> None:
+    # The leader tab asks from what it relayed; the page's tab may have less
+    # (relays in flight when the leader closed). A non-owner serving the
+    # shared stream used to trim the page's Redis stream to the leader's id:
+    # the next leader, asking from the tab's own id, found it trimmed and the
+    # tab went gone. Only the tab's own POSTs acknowledge.
+    page = Page(server.url)
+    assert read_shared(page, 0, 0, avoid=page.owner) == ([], [])  # attached once: connected()
+    for n in range(6):
+        page.call("ping_back", f"m{n}")
+    assert read_shared(page, 0, 6, avoid=page.owner) == ([1, 2, 3, 4, 5, 6], [])
+    assert read_shared(page, 6, 0, avoid=page.owner) == ([], [])  # the leader relayed 6
+    # The tab had 3: every message after it, once, in order.
+    assert read_shared(page, 3, 3, avoid=page.owner) == ([4, 5, 6], [])
+    # The tab acknowledges 5 in its own POST (to whichever worker): the
+    # owner forgets 1..5 and records the ack; a leader asking from before it
+    # (an attach the tab sent before those relays) starts after it.
+    session, _ = connection(server.url, page.cookies)
+    with session:
+        response = session.post(
+            server.url + page.config["calls"],
+            data=json.dumps({"ack": 5, "messages": []}),
+            headers={
+                "Content-Type": "application/json",
+                "Origin": server.url,
+                "X-Athena-Token": page.config["token"],
+            },
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+    redis = redis_server.client()
+    wait_until(lambda: redis.hget(page_key(page.id), "acked") == "5", timeout=10)
+    assert redis.xlen(out_key(page.id)) == 1
+    assert read_shared(page, 2, 1, avoid=page.owner) == ([6], [])
+    page.call("ping_back", "m6")
+    assert read_shared(page, 5, 2, avoid=page.owner) == ([6, 7], [])
+    page.close()

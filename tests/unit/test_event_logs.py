@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from flask_athena import signals
-from flask_athena.ops import page_ref
+from flask_athena.snapshot import page_ref
 from flask_athena.testing import AthenaClient, CallFailed
 
 from .widgets import Recorder

@@ -40,6 +40,14 @@ class Sessionful(LiveElement):
         return session.get("name")
 
     @expose
+    def forget(self) -> None:
+        session.clear()
+
+    @expose
+    def keep(self) -> None:
+        session.permanent = True
+
+    @expose
     def context(self) -> dict[str, Any]:
         g.seen = True
         return {
@@ -167,6 +175,43 @@ def test_session_written_by_an_exposed_method_reaches_the_browser(
     assert response.get_json() == {"results": [{"seq": page.next_seq, "ok": "alice"}]}
     assert "Set-Cookie" not in response.headers
     assert response.headers["Vary"] == "Cookie"
+
+
+def session_headers(page: TestPage, method: str, *args: Any) -> tuple[bool, bool, str | None]:
+    """Whether the calls POST set a cookie, deleted it, and its ``Vary``."""
+    response = page.client.flask.post(
+        page.config["calls"],
+        data=json.dumps(call_body(page.next_seq, method, *args, widget=2)),
+        headers=post_headers(page),
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    page.next_seq += 1
+    cookies = response.headers.getlist("Set-Cookie")
+    deleted = any("Expires=Thu, 01 Jan 1970" in c for c in cookies)
+    return bool(cookies) and not deleted, deleted, response.headers.get("Vary")
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+def test_cached_sessions_save_like_flask_sessions(
+    make_app: Callable[..., Flask], refresh: bool
+) -> None:
+    """Set, refresh, keep and delete the cookie exactly when Flask's interface does."""
+    steps = [
+        ("recall",),  # untouched: no cookie, Vary: Cookie
+        ("remember", "alice"),  # written: a cookie
+        ("keep",),  # made permanent: a cookie
+        ("recall",),  # permanent, untouched: refreshed only with SESSION_REFRESH_EACH_REQUEST
+        ("forget",),  # emptied (the page's binding too: the last call): the cookie is deleted
+    ]
+    seen = []
+    for fast in (True, False):
+        page = open_page(make_app, fast, None, SESSION_REFRESH_EACH_REQUEST=refresh)
+        page.next_seq = 1
+        seen.append([session_headers(page, *step) for step in steps])
+    assert seen[0] == seen[1]
+    assert [set_ for set_, _, _ in seen[0]] == [False, True, True, refresh, False]
+    assert [deleted for _, deleted, _ in seen[0]] == [False, False, False, False, True]
+    assert {vary for _, _, vary in seen[0]} == {"Cookie"}
 
 
 def test_request_context_of_an_exposed_method(make_app: Callable[..., Flask]) -> None:

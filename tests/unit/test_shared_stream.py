@@ -83,6 +83,29 @@ def test_each_page_replays_from_its_own_last_id_tagged_with_its_page(
     assert not one.live.stream_attached and not two.live.stream_attached
 
 
+def test_regression_a_stale_last_id_below_the_pages_ack_replays_from_the_ack(
+    browser: AthenaClient,
+) -> None:
+    # A tab's attach can reach a new leader after the tab has received (and
+    # acknowledged in its own POST) messages the attach predates. Those are
+    # forgotten; asking from before them was "gone: outbox-trimmed" and the
+    # tab reloaded. The tab has them, so the stream starts after its ack.
+    page = browser.open()
+    for n in range(5):
+        element(page).call_remote("hear", n)
+    assert page.send(ack=3)[0] == 200
+    response = shared(browser, (page, 1))
+    try:
+        body = iter(response.response)
+        chunks = b""
+        while len(messages(chunks)) < 2:
+            chunks += next(body)
+        assert b"event: gone" not in chunks
+        assert [i for _, i, _ in messages(chunks)] == [4, 5]
+    finally:
+        response.close()
+
+
 def test_live_messages_of_every_page_follow_in_order(browser: AthenaClient) -> None:
     pages = [browser.open() for _ in range(3)]
     response = shared(browser, *[(p, 0) for p in pages])

@@ -14,10 +14,11 @@ from typing import Any, Callable
 import pytest
 from flask import Flask
 
-from flask_athena.broker.memory import LocalTopics, MemoryOutbox
+from flask_athena.broker.memory import MemoryBroker, MemoryOutbox
 from flask_athena.errors import BadRequest
 from flask_athena.protocol import dumps, loads, parse_batch, sse_message, valid_text
 from flask_athena.testing import AthenaClient
+from flask_athena.topics import Topics
 
 from .widgets import Recorder, athena_of, element
 
@@ -125,14 +126,14 @@ def test_broadcast_reaches_every_member_when_one_page_fails(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # What broke: the loop stopped at the first member that raised.
-    topics = LocalTopics()
+    topics = Topics(MemoryBroker())
     healthy = [_Page(MemoryOutbox(10)) for _ in range(3)]
     broken = [_Page(_BrokenOutbox()), _Page(_BrokenOutbox())]
     members = [healthy[0], broken[0], healthy[1], broken[1], healthy[2]]
     for wid, page in enumerate(members, 1):
-        topics.subscribe("room", _Element(page, wid))
+        topics.join("room", _Element(page, wid))  # type: ignore[arg-type]
     with caplog.at_level("ERROR", "flask_athena"):
-        assert topics.deliver("room", "hear", '["hi"]') == 3
+        assert topics.broadcast("room", "hear", '["hi"]') == 3
     assert [len(p.outbox.read(0)) for p in healthy] == [1, 1, 1]
     assert [p.closed_with for p in broken] == ["error", "error"]
     assert [p.closed_with for p in healthy] == [None, None, None]

@@ -1,4 +1,4 @@
-"""Worker reports: every worker's live view, in Redis, for the inspector and the CLI.
+"""Worker reports and operator checks on the Redis broker.
 
 With the Redis broker, pages live in many processes. Rather than asking each
 worker on demand (a new request type for the broker's protocol), each worker
@@ -11,10 +11,11 @@ pages``, which need not be workers) list the keys with ``SCAN``.
 Keys: ``athena:report:<db>:<app namespace>:<worker id>``, the namespace being
 the one the broker uses for its channels (import name + URL prefix), so two
 apps sharing one Redis do not see each other's pages. A report never holds a
-page id, only :func:`~flask_athena.ops.page_ref`.
+page id, only :func:`~flask_athena.inspect.page_ref`.
 
 The writer has its own Redis connection (never the broker's pool, so a burst
-of page traffic does not delay reports and the other way round).
+of page traffic does not delay reports and the other way round); so do the
+operator's commands, which run in processes that are not workers.
 """
 
 from __future__ import annotations
@@ -22,16 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import gevent
 
-from .broker.loops import backoff
+from . import BrokerCheck
+from .loops import Loop, backoff
+from .redis_common import WORKER_KEY_PATTERN
 
 if TYPE_CHECKING:
-    from flask import Flask
-
-    from .ops import Ops
+    from . import Report
 
 logger = logging.getLogger("flask_athena")
 
@@ -39,15 +42,8 @@ logger = logging.getLogger("flask_athena")
 SCAN_COUNT = 500
 
 
-def report_prefix(app: Flask) -> str:
-    """The key prefix of ``app``'s worker reports (ends with ``:``)."""
-    config = app.extensions["athena"].config
-    db = redis_client(config.broker_url).connection_pool.connection_kwargs.get("db", 0)
-    return f"athena:report:{db}:{app.import_name}{config.url_prefix}:"
-
-
 def redis_client(url: str) -> Any:
-    """A small Redis client of its own (not the broker's pool)."""
+    """A small Redis client of its own (not the broker's pool); connects on first use."""
     import redis
 
     return redis.Redis.from_url(
@@ -55,8 +51,14 @@ def redis_client(url: str) -> Any:
     )
 
 
-def read_reports(client: Any, prefix: str) -> list[dict[str, Any]]:
-    """Every live worker's latest report under ``prefix``."""
+def report_prefix(client: Any, namespace: str) -> str:
+    """The key prefix of the reports of the app ``namespace`` names (ends with ``:``)."""
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    return f"athena:report:{db}:{namespace}:"
+
+
+def read_reports(client: Any, prefix: str) -> list[Report]:
+    """Every live worker's latest report under ``prefix`` (blocks for the round trips)."""
     keys = sorted(client.scan_iter(match=f"{prefix}*", count=SCAN_COUNT))
     reports = []
     for raw in client.mget(keys) if keys else []:
@@ -71,39 +73,56 @@ def read_reports(client: Any, prefix: str) -> list[dict[str, Any]]:
     return reports
 
 
-class ReportWriter:
-    """Writes this worker's report to Redis every interval (one greenlet per process)."""
+def check(client: Any, prefix: str, pings: int) -> BrokerCheck:
+    """Measure ``pings`` PINGs, read the server's version, count workers and
+    reports under ``prefix``. Blocks; raises redis-py's errors."""
+    times = []
+    for _ in range(pings):
+        start = perf_counter()
+        client.ping()
+        times.append((perf_counter() - start) * 1000)
+    info = client.info("server")
+    workers = sum(1 for _ in client.scan_iter(match=WORKER_KEY_PATTERN, count=SCAN_COUNT))
+    reports = sum(1 for _ in client.scan_iter(match=f"{prefix}*", count=SCAN_COUNT))
+    return BrokerCheck(f"Redis {info.get('redis_version', '?')}", times, workers, reports)
 
-    def __init__(self, ops: Ops) -> None:
-        self.ops = ops
-        self.interval = ops.report_interval
-        self._url: str = ops.state.config.broker_url or ""
+
+class ReportWriter(Loop):
+    """Writes this worker's report to Redis every interval (one loop per process)."""
+
+    def __init__(
+        self, url: str, namespace: str, snapshot: Callable[[], Report], interval: float
+    ) -> None:
+        super().__init__("reports")
+        self._url = url
+        self._namespace = namespace
+        self._snapshot = snapshot
+        #: Seconds between two reports.
+        self.interval = interval
         self._prefix: str | None = None
         self._client: Any = None
-        self._pid: int | None = None
-        self._greenlet: gevent.Greenlet | None = None
+        self._client_pid: int | None = None
         self._key: str | None = None  # the key last written by this process
 
     @property
     def prefix(self) -> str:
+        """The key prefix of this app's reports (connects nothing)."""
         if self._prefix is None:
-            self._prefix = report_prefix(self.ops.app)
+            self._prefix = report_prefix(self.client(), self._namespace)
         return self._prefix
 
     def client(self) -> Any:
-        if self._client is None or self._pid != os.getpid():
+        """This process's client of the writer (made anew after a fork)."""
+        if self._client is None or self._client_pid != os.getpid():
             self._client = redis_client(self._url)
+            self._client_pid = os.getpid()
         return self._client
 
     def ensure_started(self) -> None:
         """Start the writer in this process (once per process: survives fork)."""
-        if self._pid == os.getpid() and self._greenlet is not None and not self._greenlet.dead:
-            return
-        self._pid = os.getpid()
-        self._client = None
-        self._greenlet = gevent.spawn(self._write_forever)
+        self.start()
 
-    def read_all(self) -> list[dict[str, Any]]:
+    def read_all(self) -> list[Report]:
         """Every worker's latest report ([] when Redis is unreachable: logged)."""
         try:
             return read_reports(self.client(), self.prefix)
@@ -112,15 +131,15 @@ class ReportWriter:
             return []
 
     def write_once(self) -> None:
-        snapshot = self.ops.snapshot()
-        if self.ops.metrics is not None:
-            self.ops.metrics.broker_loops(snapshot["broker_loops"])
+        """Write one report now (blocks for the round trip; raises redis-py's errors)."""
+        snapshot = self._snapshot()
         key = self.prefix + str(snapshot["worker"])
         ttl = max(1, int(self.interval * 3 + 0.999))
         self.client().set(key, json.dumps(snapshot), ex=ttl)
         self._key = key
 
-    def _write_forever(self) -> None:
+    def run(self) -> None:
+        """The loop: a report every interval; an outage is logged and retried."""
         tries = 0
         while True:
             try:
@@ -132,16 +151,15 @@ class ReportWriter:
                 logger.warning("flask_athena: worker report not written (%s)", exc)
                 gevent.sleep(max(self.interval, backoff(tries)))
 
-    def stop(self) -> None:
-        """Stop writing and delete this worker's report (best effort)."""
-        greenlet, self._greenlet = self._greenlet, None
-        if greenlet is None:
-            return
-        greenlet.kill(block=True, timeout=5)
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop writing (joined within ``timeout``) and delete this worker's
+        report (best effort, bounded)."""
+        stopped = super().stop(timeout)
         key, self._key = self._key, None
-        if self._pid == os.getpid() and key is not None:
+        if key is not None and self._client_pid == os.getpid():
             try:
                 with gevent.Timeout(2, False):
                     self.client().delete(key)
             except Exception:  # the TTL removes it anyway
                 pass
+        return stopped
