@@ -54,7 +54,8 @@ logger = logging.getLogger("flask_athena")
 class Readable(Protocol):
     """What :func:`read_body` reads from: a request's body stream."""
 
-    def read(self, size: int, /) -> bytes: ...
+    def read(self, size: int, /) -> bytes:
+        """Up to ``size`` bytes of the body (``b""`` at its end); may block."""
 
 
 def read_body(stream: Readable, limit: int, timeout: float) -> bytes:

@@ -44,6 +44,7 @@ from .. import signals
 from ..errors import BrokerUnavailable
 from ..protocol import sse_message
 from .loops import Loop, LoopHealth
+from .memory import Wakeups
 from .redis_common import (
     BROADCAST_CHANNEL,
     MAX_REDIS_CONNECTIONS,
@@ -104,6 +105,8 @@ class RedisBroker:
         self._outboxes: dict[str, RedisOutbox] = {}
         #: Wake-up events of the streams this worker serves for other workers' pages.
         self.wakeups = WakeUps()
+        #: Wakes the streams this worker serves for its own pages (their local copies).
+        self.local_wakeups = Wakeups()
         replies = Replies()
         self._liveness = LivenessCache()
         self._forwarder = Forwarder(replies, self.alive)
@@ -209,6 +212,8 @@ class RedisBroker:
     # -- the Broker protocol -------------------------------------------------
 
     def create_outbox(self, page_id: str, size: int) -> RedisOutbox:
+        """A :class:`~.redis_outbox.RedisOutbox` for page ``page_id`` (never
+        blocks; the writer loop writes it to Redis)."""
         return RedisOutbox(self, page_id, size)
 
     def register_page(self, page_id: str, outbox: Outbox) -> None:
@@ -360,6 +365,8 @@ class RedisBroker:
         return self._poller.poll(page_id, after, POOL_WAIT + 5.0)
 
     def reader(self, page_id: str) -> RedisReader:
+        """A reader of another worker's page, registered for its wake-ups
+        before the first read. Raises :class:`BrokerUnavailable`."""
         self._ready()
         return RedisReader(self, page_id)
 

@@ -37,7 +37,7 @@ class RedisOutbox:
         self._broker = broker
         self.page_id = page_id
         self.size = size
-        self._frames = MemoryOutbox(size)
+        self._frames = MemoryOutbox(size, wakeups=broker.local_wakeups)
         self.closed = False
         self.on_backlog: Callable[[], None] | None = None
         #: Worker id serving this page's stream when that is another worker.
@@ -54,7 +54,7 @@ class RedisOutbox:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def publish(self, data: str) -> int:
+    def publish(self, data: str, field: bytes | None = None) -> int:
         # Everything that can refuse the message runs before a seq is taken,
         # so a refused message exists nowhere (no copy only this worker has,
         # no seq Redis never gets): the writer's room (BrokerUnavailable when
@@ -63,8 +63,10 @@ class RedisOutbox:
         # that serves the whole worker never gets text it cannot encode.
         if not self.closed:  # nobody reads a closed page; keep no key for it
             self._broker.check_room()
-        data = valid_text(data)
-        seq = self._frames.publish(data)
+        if field is None:
+            data = valid_text(data)
+        # else: a broadcast built ``field`` from text already valid (see Outbox.publish)
+        seq = self._frames.publish(data, field)
         if not self.closed:
             # Nothing between the check and here yields: the room is still there.
             self._broker.enqueue(("xadd", self, seq, data))
@@ -117,6 +119,7 @@ class RedisReader:
     def wait(self, timeout: float) -> bool:
         # Auto-reset before the caller reads: a wake that arrives while it
         # reads sets the event again, so no message is ever waited past.
+        """Block until the owner wakes this reader or ``timeout`` passes; ``True`` when woken."""
         woke = self._event.is_set() or bool(self._event.wait(timeout))
         self._event.clear()
         return woke
@@ -127,4 +130,5 @@ class RedisReader:
         return self._broker.poll_stream(self.page_id, after)
 
     def close(self) -> None:
+        """Stop listening for the owner's wake-ups (never blocks)."""
         self._broker.wakeups.discard(self.page_id, self._event)

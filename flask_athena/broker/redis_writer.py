@@ -92,6 +92,7 @@ class StreamWriter(Loop):
         self._queued.set()
 
     def run(self) -> None:
+        """The loop: write queued messages to their pages' streams, in order, pipelined."""
         while True:
             if not self._queue:
                 self._queued.clear()
