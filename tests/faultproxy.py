@@ -246,6 +246,7 @@ class _ClientSide(asyncio.Protocol):
             return
         proxy.stats.connections += 1
         self.pipe.client = transport
+        proxy._transports.append(transport)
         proxy._pipes.add(self.pipe)
         if proxy._refusing:
             self.pipe.refused = True  # no upstream: reset once the request line is in
@@ -267,6 +268,7 @@ class _ClientSide(asyncio.Protocol):
             transport.abort()
             return
         assert isinstance(transport, asyncio.Transport)
+        pipe.proxy._transports.append(transport)
         pipe.upstream = transport
         early, pipe.early = pipe.early, []
         for data in early:
@@ -351,6 +353,9 @@ class FaultProxy:
         self.stats = ProxyStats()
         self._pipes: set[_Pipe] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Every connection's transports: one closed with a FIN may still be
+        #: flushing when the proxy stops, and is aborted then.
+        self._transports: list[asyncio.Transport] = []
         self._drops: list[list[Any]] = []  # [marker, remaining]
         self._truncates: list[list[Any]] = []
         self._stalled = False
@@ -401,6 +406,8 @@ class FaultProxy:
             server.close()
             for pipe in list(self._pipes):
                 pipe.close("stop")
+            for transport in self._transports:
+                transport.abort()  # a no-op once its socket is closed
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
