@@ -282,10 +282,8 @@ def test_owner_killed_its_pages_are_gone_others_keep_working(
         wait_until(lambda: all(s.served_by for s in streams.values()), timeout=30)
         assert moving.served_by[0] == victim
         os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
         # Its pages: the streams say gone, promptly (liveness TTL 3 s).
         wait_until(lambda: all(streams[p.id].gone for p in doomed), timeout=8)
-        assert time.monotonic() - killed_at < 8
         for page in doomed:
             assert streams[page.id].gone in ("owner-gone", "unknown-page")
             _, status, body = page.post(page.next_call("bump"))
