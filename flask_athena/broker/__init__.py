@@ -295,7 +295,10 @@ def create_broker(config: AthenaConfig, app: Any) -> Broker:
     from .redis import RedisBroker
 
     broker = RedisBroker(
-        config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
+        config.broker_url,
+        config.call_timeout,
+        f"{app.import_name}{config.url_prefix}",
+        outbox_bytes=config.outbox_bytes,
     )
     broker.app = app
     return broker

@@ -128,6 +128,23 @@ class MemoryOutbox:
         """Bytes of the messages kept now."""
         return self._bytes
 
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest message kept (``last_seq + 1`` when none is).
+
+        Every message before it was acknowledged or dropped by a bound: the
+        Redis outbox trims its stream to the same place.
+        """
+        return self._first_seq
+
+    @property
+    def backlogged(self) -> bool:
+        """Whether more than half of either bound is used (the reader lags)."""
+        max_bytes = self._max_bytes
+        return len(self._frames) > self._size // 2 or (
+            max_bytes is not None and self._bytes > max_bytes // 2
+        )
+
     def publish(self, data: str, field: bytes | None = None) -> int:
         """Queue one message; return its seq. Never yields.
 
@@ -160,9 +177,7 @@ class MemoryOutbox:
             # failure, never a silent gap.
             self._bytes -= len(frames.popleft())
             self._first_seq += 1
-        backlog = len(frames) > self._size // 2 or (
-            max_bytes is not None and self._bytes > max_bytes // 2
-        )
+        backlog = self.backlogged
         if self._waiters is not None:
             if not self._wake_due:
                 self._wake_due = _WAKE_NEXT

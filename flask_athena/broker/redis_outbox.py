@@ -27,17 +27,23 @@ class RedisOutbox:
     local :class:`~flask_athena.broker.memory.MemoryOutbox` too, so a stream
     the owner serves itself never reads Redis: a broadcast that wakes
     thousands of streams costs no Redis round trip per stream. Both copies
-    are trimmed by the same acks and bounded by the same size.
+    are trimmed by the same acks and bounded by the same size in messages
+    and in bytes: the local copy decides which messages the bounds drop
+    (:attr:`first_seq`) and the writer trims the Redis stream to the same
+    place with each message it adds, so a reader on any worker that needs
+    a dropped message is told ``gone``.
 
     :meth:`publish` never blocks: the message is numbered at once and queued
     for the broker's writer greenlet, which keeps the order.
     """
 
-    def __init__(self, broker: RedisBroker, page_id: str, size: int) -> None:
+    def __init__(
+        self, broker: RedisBroker, page_id: str, size: int, max_bytes: int | None = None
+    ) -> None:
         self._broker = broker
         self.page_id = page_id
         self.size = size
-        self._frames = MemoryOutbox(size, wakeups=broker.local_wakeups)
+        self._frames = MemoryOutbox(size, max_bytes, wakeups=broker.local_wakeups)
         self.closed = False
         self.on_backlog: Callable[[], None] | None = None
         #: Worker id serving this page's stream when that is another worker.
@@ -46,6 +52,11 @@ class RedisOutbox:
     @property
     def last_seq(self) -> int:
         return self._frames.last_seq
+
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest message kept: the Redis stream keeps none before it."""
+        return self._frames.first_seq
 
     @property
     def acked(self) -> int:
@@ -70,7 +81,7 @@ class RedisOutbox:
         if not self.closed:
             # Nothing between the check and here yields: the room is still there.
             self._broker.enqueue(("xadd", self, seq, data))
-        if self.on_backlog is not None and len(self._frames) > self.size // 2:
+        if self.on_backlog is not None and self._frames.backlogged:
             self.on_backlog()
         return seq
 

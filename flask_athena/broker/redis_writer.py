@@ -146,11 +146,20 @@ class StreamWriter(Loop):
         for op, outbox, seq, data in batch:
             pid = outbox.page_id
             if op == "xadd":
+                # Trimmed to the oldest message the owner's copy keeps: the
+                # same bounds (messages and bytes) and acks decided it, so
+                # both copies hold the same messages and a reader needing a
+                # dropped one gets ``gone`` on any worker. Read now, not at
+                # publish: later messages may have pushed it on since (then
+                # this one is trimmed at once, as the local copy dropped it).
+                # ``<first - 1>-1`` keeps ``<first>-0`` on and drops every
+                # entry before it, but keeps the placeholder ``0-1`` until a
+                # message is dropped or acked (as MAXLEN did).
                 pipe.xadd(
                     out_key(pid),
                     {"d": data},
                     id=f"{seq}-0",
-                    maxlen=outbox.size,
+                    minid=f"{outbox.first_seq - 1}-1",
                     approximate=False,
                     nomkstream=True,  # never recreate a deleted (closed) page
                 )

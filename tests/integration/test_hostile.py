@@ -43,6 +43,8 @@ LIMITS = {
     # Longer than any test here takes: pages go because they are evicted or
     # closed, never because they timed out meanwhile.
     "ATHENA_PAGE_TIMEOUT": "300",
+    # 64 KiB of unacknowledged messages per page (the default is 256 KiB).
+    "ATHENA_OUTBOX_BYTES": "65536",
     "SECRET_KEY": "hostile-test-secret",
 }
 
@@ -425,6 +427,72 @@ def test_stream_hoarder_does_not_starve_other_users(mode: str, redis_instance: R
             sock.close()
         server.stop()
     assert "Traceback" not in Path(server.log_path).read_text(errors="replace")
+
+
+@pytest.mark.timeout(180)
+def test_big_messages_to_a_page_nobody_reads_stay_bounded_in_bytes(target: Target) -> None:
+    # What broke: the Redis outbox was bounded in messages only (XADD
+    # MAXLEN = ATHENA_OUTBOX_SIZE, 1,000): a page whose browser never reads
+    # kept 1,000 messages of any size, in the owner's memory and in Redis.
+    bound = int(LIMITS["ATHENA_OUTBOX_BYTES"])
+    quiet = Page(target.url, "/chat")  # in the room, never reads its stream
+    quiet.call("setUsername", "quiet")
+    loud = Page(target.url, "/chat")
+    loud.call("setUsername", "loud")
+    count, batch = 200, 50
+    big = "\U0001f600" * 490  # ~2 KB of UTF-8 per line: 400 KB in all
+    for start in range(0, count, batch):
+        calls = [loud.next_call("say", f"{n:04d}{big}")[0] for n in range(start, start + batch)]
+        _, status, body = loud.post(calls)
+        assert status == 200, body
+        assert all("ok" in result for result in body["results"]), body
+    last_text = f"{count - 1:04d}{big}"
+    if target.redis is not None:
+        client = target.redis.client()
+        key = f"athena:out:{quiet.id}"
+
+        def newest() -> Any:
+            entries = client.xrevrange(key, count=1)
+            return json.loads(entries[0][1]["d"]) if entries and entries[0][1]["d"] else None
+
+        wait_until(lambda: (newest() or {}).get("args") == ["loud", last_text], timeout=30)
+        # Redis keeps what the byte bound keeps: a few dozen lines, not 200.
+        entries = client.xrange(key)
+        assert len(entries) < count // 4, len(entries)
+        assert sum(len(fields["d"].encode()) for _, fields in entries) <= bound
+        usage = client.memory_usage(key, samples=0)
+        assert usage is not None and usage < 2 * bound, usage
+        first = int(entries[0][0].split("-")[0])
+        last = int(entries[-1][0].split("-")[0])
+        assert [int(eid.split("-")[0]) for eid, _ in entries] == list(range(first, last + 1))
+    # A reconnect that still needs the first messages is told the page is
+    # gone, whichever worker takes it (fresh connections: either worker).
+    for _ in range(4):
+        late = Stream(quiet)
+        late.start()
+        late.join(timeout=30)
+        assert late.gone == "outbox-trimmed", (late.gone, late.status, late.messages[:1])
+    if target.redis is not None:
+        # Otherwise exactly once, in order: a reconnect from just before the
+        # oldest message kept gets every message kept, on any worker (the
+        # owner replays its own copy, the other worker reads Redis).
+        for _ in range(3):
+            replay = Stream(quiet)
+            replay.last = first - 1
+            replay.start()
+            wait_until(lambda r=replay: r.last >= last or r.gone is not None, timeout=30)
+            replay.stop()
+            assert replay.gone is None
+            assert [seq for seq, _ in replay.messages][: last - first + 1] == list(
+                range(first, last + 1)
+            )
+            assert replay.heard()[-1] == ["loud", last_text]
+    # Meanwhile everyone else: unaffected.
+    alice, alice_stream = chatter(target.url, "alice")
+    assert_room_works([alice_stream], (alice, "after the big lines"))
+    for page in (alice, quiet, loud):
+        assert page.close() == 204
+    alice_stream.stop()
 
 
 # -- bodies ----------------------------------------------------------------------------
