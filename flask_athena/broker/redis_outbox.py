@@ -51,6 +51,7 @@ class RedisOutbox:
 
     @property
     def last_seq(self) -> int:
+        """The seq of the last message published (the local copy's)."""
         return self._frames.last_seq
 
     @property
@@ -60,12 +61,18 @@ class RedisOutbox:
 
     @property
     def acked(self) -> int:
+        """The highest seq the browser acknowledged (the local copy's)."""
         return self._frames.acked
 
     def __len__(self) -> int:
         return len(self._frames)
 
     def publish(self, data: str, field: bytes | None = None) -> int:
+        """Number the message, keep it locally and queue its write to Redis.
+
+        Never blocks; raises :class:`~flask_athena.errors.BrokerUnavailable`
+        when the writer has no room (Redis not keeping up) and then takes no seq.
+        """
         # Everything that can refuse the message runs before a seq is taken,
         # so a refused message exists nowhere (no copy only this worker has,
         # no seq Redis never gets): the writer's room (BrokerUnavailable when
@@ -86,6 +93,7 @@ class RedisOutbox:
         return seq
 
     def ack(self, seq: int) -> None:
+        """Drop the messages up to ``seq`` here and queue the trim for Redis. Never blocks."""
         self._frames.ack(seq)
         if not self.closed and seq > 0:
             # The highest ack so far, not this one: POSTs may arrive out of
@@ -93,12 +101,15 @@ class RedisOutbox:
             self._broker.enqueue(("ack", self, self._frames.acked, ""))
 
     def read(self, after: int) -> list[bytes] | None:
+        """The frames after ``after`` from the local copy (``None``: cannot replay)."""
         return self._frames.read(after)
 
     def wait(self, after: int, timeout: float) -> bool:
+        """Block until a message after ``after`` exists locally, or ``timeout``."""
         return self._frames.wait(after, timeout)
 
     def wake(self) -> None:
+        """Wake a stream of this worker now and tell another worker's (via Redis)."""
         # A newer stream replaces the current one: end a local one now, and
         # tell a remote one (it compares the page's ``gen`` with its own).
         self._frames.wake()
@@ -110,6 +121,7 @@ class RedisOutbox:
         self.reader = worker
 
     def close(self) -> None:
+        """Close the local copy and queue the deletion of the page's keys. Never blocks."""
         if self.closed:
             return
         self.closed = True
@@ -128,9 +140,9 @@ class RedisReader:
         broker.wakeups.add(page_id, self._event)
 
     def wait(self, timeout: float) -> bool:
+        """Block until the owner wakes this reader or ``timeout`` passes; ``True`` when woken."""
         # Auto-reset before the caller reads: a wake that arrives while it
         # reads sets the event again, so no message is ever waited past.
-        """Block until the owner wakes this reader or ``timeout`` passes; ``True`` when woken."""
         woke = self._event.is_set() or bool(self._event.wait(timeout))
         self._event.clear()
         return woke
