@@ -85,10 +85,15 @@ class UnicodeStorm(RuleBasedStateMachine):
         self.pages: list[TestPage] = []
         #: page id -> ids of the frames read so far
         self.seen: dict[str, int] = {}
+        self.opened = False
 
     def teardown(self) -> None:
         for page in self.pages:
             page.disconnect()
+        # The greenlet that serves every page of the worker (the reaper)
+        # outlived the storm: no string killed it.
+        state = self.app.extensions["athena"]
+        assert state.reaper_running or not self.opened
         self.athena.shutdown(self.app)
 
     def check(self, response_status: int, body: Any) -> None:
@@ -98,6 +103,7 @@ class UnicodeStorm(RuleBasedStateMachine):
     @rule(which=st.integers(0, 1))
     def open_page(self, which: int) -> None:
         self.pages.append(self.clients[which].open())
+        self.opened = True
 
     @precondition(lambda self: bool(self.pages))
     @rule(n=st.integers(0, 5), value=json_like)
