@@ -128,6 +128,23 @@ class MemoryOutbox:
         """Bytes of the messages kept now."""
         return self._bytes
 
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest message kept (``last_seq + 1`` when none is).
+
+        Every message before it was acknowledged or dropped by a bound: the
+        Redis outbox trims its stream to the same place.
+        """
+        return self._first_seq
+
+    @property
+    def backlogged(self) -> bool:
+        """Whether more than half of either bound is used (the reader lags)."""
+        max_bytes = self._max_bytes
+        return len(self._frames) > self._size // 2 or (
+            max_bytes is not None and self._bytes > max_bytes // 2
+        )
+
     def publish(self, data: str, field: bytes | None = None) -> int:
         """Queue one message; return its seq. Never yields.
 
@@ -160,9 +177,7 @@ class MemoryOutbox:
             # failure, never a silent gap.
             self._bytes -= len(frames.popleft())
             self._first_seq += 1
-        backlog = len(frames) > self._size // 2 or (
-            max_bytes is not None and self._bytes > max_bytes // 2
-        )
+        backlog = self.backlogged
         if self._waiters is not None:
             if not self._wake_due:
                 self._wake_due = _WAKE_NEXT
@@ -179,6 +194,7 @@ class MemoryOutbox:
         return seq
 
     def ack(self, seq: int) -> None:
+        """Drop the messages up to ``seq`` (the browser has them). Never yields."""
         if self.closed:
             return  # nothing kept (publish after close keeps nothing either)
         self.acked = max(self.acked, min(seq, self.last_seq))
@@ -190,6 +206,7 @@ class MemoryOutbox:
             self._first_seq += drop
 
     def read(self, after: int) -> list[bytes] | None:
+        """The frames after ``after``, or ``None`` when replay is impossible. Never yields."""
         if self.closed or after > self.last_seq or after + 1 < self._first_seq:
             return None
         # The frames wanted are the newest: walk from the right end, so that a
@@ -199,6 +216,9 @@ class MemoryOutbox:
         return frames
 
     def wait(self, after: int, timeout: float) -> bool:
+        """Block the calling greenlet until a message after ``after`` exists, the
+        outbox closes or is woken, or ``timeout`` passes; ``True`` unless timed out.
+        """
         if self.closed or self.last_seq > after:
             return True
         hub = get_hub()
@@ -222,6 +242,7 @@ class MemoryOutbox:
                     self._waiters = None
 
     def wake(self) -> None:
+        """Wake the waiting streams in the next loop iteration. Never yields."""
         if self._waiters is not None and not self._wake_due:
             self._wake_due = _WAKE_NEXT
             self._wakeups.schedule(self)
@@ -240,6 +261,7 @@ class MemoryOutbox:
         """Every stream is served by this worker: nothing to remember."""
 
     def close(self) -> None:
+        """Keep nothing from now on and wake the waiting streams. Never yields."""
         self.closed = True
         self._frames.clear()
         self._bytes = 0

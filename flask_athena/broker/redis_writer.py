@@ -45,17 +45,18 @@ BATCH = 1000
 
 #: Appends many messages, each to its page's stream (``KEYS``), in one
 #: command. ``ARGV``: the number of distinct message texts, the texts, then
-#: per key its entry id, its ``MAXLEN`` and the (1-based) index of its text.
+#: per key its entry id, its ``MINID`` and the (1-based) index of its text.
 #: Each ``XADD`` is the one the writer would send alone (``NOMKSTREAM``: a
-#: closed page's stream is never recreated) and fails alone (``pcall``: an
-#: id already stored, after a batch sent again). A broadcast reaching N
-#: pages costs the worker one command to pack and one reply to parse, not N.
+#: closed page's stream is never recreated; ``MINID``: see _oldest_kept)
+#: and fails alone (``pcall``: an id already stored, after a batch sent
+#: again). A broadcast reaching N pages costs the worker one command to
+#: pack and one reply to parse, not N.
 XADD_MANY = """
 local texts = tonumber(ARGV[1])
 local added = 0
 for i = 1, #KEYS do
   local at = 1 + texts + 3 * (i - 1)
-  local id = redis.pcall('XADD', KEYS[i], 'NOMKSTREAM', 'MAXLEN', ARGV[at + 2],
+  local id = redis.pcall('XADD', KEYS[i], 'NOMKSTREAM', 'MINID', ARGV[at + 2],
                          ARGV[at + 1], 'd', ARGV[1 + tonumber(ARGV[at + 3])])
   if type(id) == 'string' then
     added = added + 1
@@ -115,6 +116,7 @@ class StreamWriter(Loop):
         self._queued.set()
 
     def run(self) -> None:
+        """The loop: write queued messages to their pages' streams, in order, pipelined."""
         while True:
             if not self._queue:
                 self._queued.clear()
@@ -216,7 +218,7 @@ class StreamWriter(Loop):
                 out_key(outbox.page_id),
                 {"d": data},
                 id=f"{seq}-0",
-                maxlen=outbox.size,
+                minid=_oldest_kept(outbox),
                 approximate=False,
                 nomkstream=True,  # never recreate a deleted (closed) page
             )
@@ -229,6 +231,21 @@ class StreamWriter(Loop):
             if index is None:
                 index = texts[data] = len(texts) + 1
             keys.append(out_key(outbox.page_id))
-            entries += (f"{seq}-0", outbox.size, index)
+            entries += (f"{seq}-0", _oldest_kept(outbox), index)
         at.append(len(pipe))
         self._xadd_many(keys=keys, args=[len(texts), *texts, *entries], client=pipe)
+
+
+def _oldest_kept(outbox: RedisOutbox) -> str:
+    """The ``MINID`` a message's ``XADD`` trims its page's stream to.
+
+    The oldest message the owner's copy keeps: the same bounds (messages and
+    bytes) and acks decided it, so both copies hold the same messages and a
+    reader needing a dropped one gets ``gone`` on any worker. Read when the
+    batch is sent, not at publish: later messages may have pushed it on
+    since (then this one is trimmed at once, as the local copy dropped it).
+    ``<first - 1>-1`` keeps ``<first>-0`` on and drops every entry before
+    it, but keeps the placeholder ``0-1`` until a message is dropped or
+    acked (as MAXLEN did).
+    """
+    return f"{outbox.first_seq - 1}-1"
