@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 __all__ = ["redis_server"]  # the fixture, imported for this module
 
+
 @dataclass
 class Handle:
     """What the writer reads of a page's outbox handle."""
