@@ -58,7 +58,7 @@ from .errors import (
 )
 from .protocol import HEARTBEAT_EVENT, JSONValue, dumps, loads, parse_batch, sse_retry
 from .state import SESSION_KEY
-from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
+from .stream import StreamBody, admit_stream, chunks, event_stream_response, gone, gone_response
 
 if TYPE_CHECKING:
     from .broker import Forwarded, RemoteReader, WorkerLink
@@ -411,7 +411,7 @@ class RemoteEventStream(StreamBody):
         self.count_sent(len(frames), replayed=cursor > 0)
         cursor += len(frames)
         self.sent = cursor
-        yield sse_retry(retry_ms) + b"".join(frames)
+        yield from chunks(frames, sse_retry(retry_ms))
         heartbeat = self._state.config.heartbeat
         broker, reader = self._broker, self._reader
         last_write = last_poll = monotonic()
@@ -448,7 +448,7 @@ class RemoteEventStream(StreamBody):
                 self.sent = cursor
                 self.count_sent(len(fresh))
                 last_write = monotonic()
-                yield b"".join(fresh)
+                yield from chunks(fresh)
             elif monotonic() - last_write >= heartbeat:
                 last_write = monotonic()
                 yield HEARTBEAT_EVENT

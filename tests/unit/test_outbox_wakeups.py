@@ -15,6 +15,7 @@ from flask import Flask
 
 from flask_athena.broker.memory import MemoryOutbox
 from flask_athena.sse import parse_events
+from flask_athena.stream import CHUNK_BYTES, chunks
 from flask_athena.testing import AthenaClient, TestPage
 
 from .widgets import Recorder, element
@@ -124,3 +125,18 @@ def test_close_wakes_the_waiter() -> None:
     outbox.close()
     assert waiter.get(timeout=10) is True
     assert outbox.read(0) is None
+
+
+def test_a_big_replay_is_written_in_chunks_of_whole_frames() -> None:
+    # One write per CHUNK_BYTES: the slow-consumer time bound applies to each
+    # (a browser reading a 25 MB replay steadily is never "write blocked").
+    frames = [b"id: %d\ndata: %s\n\n" % (n, b"x" * 100_000) for n in range(1, 8)]
+    written = list(chunks(frames, b"retry: 1000\n\n"))
+    assert b"".join(written) == b"retry: 1000\n\n" + b"".join(frames)
+    assert 1 < len(written) < len(frames)
+    assert all(len(w) <= CHUNK_BYTES for w in written)
+    ids = [int(e.id) for e in parse_events(b"".join(written)) if e.id is not None]
+    assert ids == list(range(1, 8))
+    assert all(w.endswith(b"\n\n") for w in written)  # no frame split across writes
+    small = [b"id: %d\ndata: 1\n\n" % n for n in range(100)]
+    assert list(chunks(small)) == [b"".join(small)]
