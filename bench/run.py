@@ -229,9 +229,10 @@ def failures(results: dict[str, Any]) -> list[str]:
 
 
 @contextlib.contextmanager
-def baseline_tree(rev: str | None) -> Iterator[list[Target]]:
+def baseline_tree(rev: str | None, names: list[str]) -> Iterator[list[Target]]:
     """``--baseline REV``: a detached git worktree of REV, removed afterwards;
-    yields the target that runs the athena app from it (none without REV)."""
+    yields the targets that run the flask_athena apps of ``names`` from it
+    (``athena`` when ``names`` has none; nothing without REV)."""
     if not rev:
         yield []
         return
@@ -248,7 +249,8 @@ def baseline_tree(rev: str | None) -> Iterator[list[Target]]:
         check=True,
     )
     try:
-        yield [baseline(commit[:10], str(path))]
+        ours = [n for n in names if BY_NAME[n].protocol == "athena"] or ["athena"]
+        yield [baseline(commit[:10], str(path), of=name) for name in ours]
     finally:
         subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
@@ -283,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline",
         metavar="REV",
-        help="also run the athena target from commit REV (a temporary git worktree), "
-        "right after this tree's: a change's before and after in one run",
+        help="also run the flask_athena targets chosen (athena by default) from commit "
+        "REV (a temporary git worktree), after this tree's: a change's before and after "
+        "in one run",
     )
     parser.add_argument(
         "--soak",
@@ -347,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.monotonic()
     print(f"flask_athena bench ({params.mode}); results in {out}", flush=True)
-    with baseline_tree(args.baseline) as extra:
+    with baseline_tree(args.baseline, names) as extra:
         for target in [*TARGETS, *extra]:
             if target.name not in names and target not in extra:
                 continue

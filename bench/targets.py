@@ -9,7 +9,7 @@ in the table as such, never as a failure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 GEVENT = "gevent"
 GEVENT_WEBSOCKET = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
@@ -86,18 +86,18 @@ TARGETS: list[Target] = [
 BY_NAME = {t.name: t for t in TARGETS}
 
 
-def baseline(rev: str, root: str) -> Target:
-    """The ``athena`` target run from another commit's tree (``--baseline REV``).
+def baseline(rev: str, root: str, of: str = "athena") -> Target:
+    """Target ``of`` (a flask_athena one) run from another commit's tree
+    (``--baseline REV``), as ``<of>-baseline``.
 
     Measured in the same run as the others, so that a change's before and
     after are compared under the same load.
     """
-    athena = BY_NAME["athena"]
-    return Target(
-        "athena-baseline",
-        f"flask_athena @{rev}",
-        athena.app,
-        athena.protocol,
-        env=dict(athena.env),
+    target = BY_NAME[of]
+    return replace(
+        target,
+        name=f"{of}-baseline",
+        label=f"{target.label} @{rev}",
+        env=dict(target.env),
         root=root,
     )

@@ -40,8 +40,8 @@ class TodoList(LiveElement):
 
     def __init__(self, texts: list[str]) -> None:
         super().__init__()
-        #: The greenlet of a pending server_adds (at most one per list).
-        self._adding: gevent.Greenlet | None = None
+        #: The greenlet of a pending server_adds (at most one per list), else None.
+        self.adding: gevent.Greenlet | None = None
         for text in texts:
             self.add(TodoItem(text))
 
@@ -69,9 +69,9 @@ class TodoList(LiveElement):
         (its page closing detaches it too).
         """
         item = self._new_item(text)
-        if self._adding is not None and not self._adding.dead:
+        if self.adding is not None and not self.adding.dead:
             raise BadArguments("The server is already adding an item.")
-        self._adding = gevent.spawn(self._add_later, item)
+        self.adding = gevent.spawn(self._add_later, item)
 
     def _add_later(self, item: TodoItem) -> None:
         gevent.sleep(0.2)
@@ -81,7 +81,7 @@ class TodoList(LiveElement):
             self.call_remote("insert_item", item)
 
     def _stop_adding(self) -> None:
-        adding, self._adding = self._adding, None
+        adding, self.adding = self.adding, None
         if adding is not None and adding is not gevent.getcurrent():
             adding.kill(block=False)
 

@@ -58,10 +58,10 @@ from .errors import (
 )
 from .protocol import HEARTBEAT_EVENT, JSONValue, dumps, loads, parse_batch, sse_retry
 from .state import SESSION_KEY
-from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
+from .stream import StreamBody, admit_stream, chunks, event_stream_response, gone, gone_response
 
 if TYPE_CHECKING:
-    from .broker import RemoteReader, WorkerLink
+    from .broker import Forwarded, RemoteReader, WorkerLink
     from .state import AthenaState
 
 logger = logging.getLogger("flask_athena")
@@ -76,7 +76,7 @@ _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # -- where the request arrived --------------------------------------------------
 
 
-def _context() -> dict[str, str]:
+def _context() -> dict[str, JSONValue]:
     """What the owner needs to open this request's session and build URLs."""
     return {
         "scheme": request.scheme,
@@ -101,11 +101,25 @@ def _check_token_shape(token: object) -> str:
     return token
 
 
-def _reply_response(reply: dict[str, Any]) -> Response:
-    response = Response(reply.get("body") or None, int(reply["status"]), mimetype=JSON_MIMETYPE)
-    for cookie in reply.get("cookies", ()):
+def _reply_parts(reply: Forwarded) -> tuple[int, str, list[str]]:
+    """``(status, body, Set-Cookie values)`` of an owner's reply, checked."""
+    status, body, cookies = reply.get("status"), reply.get("body"), reply.get("cookies")
+    if (
+        not isinstance(status, int)
+        or not isinstance(body, str)
+        or not isinstance(cookies, list)
+        or not all(isinstance(cookie, str) for cookie in cookies)
+    ):
+        raise BrokerUnavailable("The worker that owns this page sent a malformed reply.")
+    return status, body, [str(cookie) for cookie in cookies]
+
+
+def _reply_response(reply: Forwarded) -> Response:
+    status, body, cookies = _reply_parts(reply)
+    response = Response(body or None, status, mimetype=JSON_MIMETYPE)
+    for cookie in cookies:
         response.headers.add("Set-Cookie", cookie)
-    if reply.get("cookies"):
+    if cookies:
         response.vary.add("Cookie")
     return response
 
@@ -131,7 +145,13 @@ def forward_calls(state: AthenaState, broker: WorkerLink, page_id: str) -> Respo
     owner = broker.locate(page_id)
     if owner is None or owner == broker.worker_id:
         raise PageNotFound()
-    req = {"kind": "calls", "page": page_id, "token": token, "batch": batch, "ctx": _context()}
+    req: Forwarded = {
+        "kind": "calls",
+        "page": page_id,
+        "token": token,
+        "batch": batch,
+        "ctx": _context(),
+    }
     reply = broker.forward(owner, req, _forward_timeout(state))
     signals.post_forwarded.send(state.app, kind="calls", status=reply["status"])
     return _reply_response(reply)
@@ -146,7 +166,7 @@ def forward_close(state: AthenaState, broker: WorkerLink, page_id: str) -> Respo
     owner = broker.locate(page_id)
     if owner is None or owner == broker.worker_id:
         return Response(status=204)  # closing twice is fine
-    req = {"kind": "close", "page": page_id, "token": token, "ctx": _context()}
+    req: Forwarded = {"kind": "close", "page": page_id, "token": token, "ctx": _context()}
     reply = broker.forward(owner, req, _forward_timeout(state))
     signals.post_forwarded.send(state.app, kind="close", status=reply["status"])
     return _reply_response(reply)
@@ -217,7 +237,7 @@ def _user_context(state: AthenaState, ctx: dict[str, str]) -> Iterator[list[str]
             cookies.extend(response.headers.getlist("Set-Cookie"))
 
 
-def serve_forwarded(state: AthenaState, req: dict[str, Any]) -> dict[str, Any]:
+def serve_forwarded(state: AthenaState, req: Forwarded) -> Forwarded:
     """Answer a request another worker forwarded: ``{"status", "body", "cookies"}``.
 
     Runs in a greenlet of the broker's inbox pool on the owner; blocks while
@@ -226,18 +246,22 @@ def serve_forwarded(state: AthenaState, req: dict[str, Any]) -> dict[str, Any]:
     """
     try:
         kind, page_id, ctx = req["kind"], req["page"], req["ctx"]
-        if not isinstance(page_id, str) or not isinstance(ctx, dict):
+        if not isinstance(kind, str) or not isinstance(page_id, str) or not isinstance(ctx, dict):
             raise BadRequest()
-        with _user_context(state, ctx) as cookies:
+        fields = {key: value for key, value in ctx.items() if isinstance(value, str)}
+        if len(fields) != len(ctx):
+            raise BadRequest()
+        with _user_context(state, fields) as cookies:
             status, body = _serve(state, kind, page_id, req)
-        return {"status": status, "body": body, "cookies": cookies}
+        set_cookies: list[JSONValue] = list(cookies)
+        return {"status": status, "body": body, "cookies": set_cookies}
     except AthenaError as exc:
         return {"status": exc.status_code, "body": dumps({"error": exc.to_json()}), "cookies": []}
     except (KeyError, TypeError) as exc:
         raise BadRequest("Malformed forwarded request.") from exc
 
 
-def _serve(state: AthenaState, kind: str, page_id: str, req: dict[str, Any]) -> tuple[int, str]:
+def _serve(state: AthenaState, kind: str, page_id: str, req: Forwarded) -> tuple[int, str]:
     if kind == "calls":
         page = checked_page(state, page_id, session.get(SESSION_KEY), req["token"])
         batch = parse_batch(dumps(req["batch"]))
@@ -259,11 +283,11 @@ def _serve(state: AthenaState, kind: str, page_id: str, req: dict[str, Any]) -> 
         return 200, dumps({"gen": generation})
     if kind == "detach":
         detached = state.pages.get(page_id)
-        generation = req["gen"]
-        if detached is not None and isinstance(generation, int):
-            if generation == detached.stream_generation:
+        gen = req["gen"]
+        if detached is not None and isinstance(gen, int):
+            if gen == detached.stream_generation:
                 detached.outbox.served_by(None)
-            detached.detach_stream(generation)
+            detached.detach_stream(gen)
         return 204, ""
     raise BadRequest("Unknown forwarded request.")
 
@@ -305,12 +329,17 @@ def remote_events(
     except AthenaError:
         reader.close()
         raise
-    if reply["status"] != 200:
+    try:
+        status, body, _ = _reply_parts(reply)
+    except AthenaError:
         reader.close()
-        if reply["status"] == 404:
+        raise
+    if status != 200:
+        reader.close()
+        if status == 404:
             return gone_response("unknown-page", retry_ms)
         return _reply_response(reply)
-    generation = int(loads(reply["body"])["gen"])
+    generation = int(loads(body)["gen"])
     # From here on the owner counts the stream as attached: every way out
     # goes through stream.close(), which tells it.
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
@@ -359,7 +388,7 @@ class RemoteEventStream(StreamBody):
         owner: str,
         session_key: str,
         generation: int,
-        ctx: dict[str, str],
+        ctx: dict[str, JSONValue],
     ) -> None:
         super().__init__(state, session_key)
         self._broker = broker
@@ -367,7 +396,7 @@ class RemoteEventStream(StreamBody):
         self._owner = owner
         self._generation = generation
         # Built now, from the request's context: close() runs without one.
-        self._detach_request: dict[str, Any] = {
+        self._detach_request: Forwarded = {
             "kind": "detach",
             "page": reader.page_id,
             "gen": generation,
@@ -382,7 +411,7 @@ class RemoteEventStream(StreamBody):
         self.count_sent(len(frames), replayed=cursor > 0)
         cursor += len(frames)
         self.sent = cursor
-        yield sse_retry(retry_ms) + b"".join(frames)
+        yield from chunks(frames, sse_retry(retry_ms))
         heartbeat = self._state.config.heartbeat
         broker, reader = self._broker, self._reader
         last_write = last_poll = monotonic()
@@ -419,7 +448,7 @@ class RemoteEventStream(StreamBody):
                 self.sent = cursor
                 self.count_sent(len(fresh))
                 last_write = monotonic()
-                yield b"".join(fresh)
+                yield from chunks(fresh)
             elif monotonic() - last_write >= heartbeat:
                 last_write = monotonic()
                 yield HEARTBEAT_EVENT
@@ -428,7 +457,7 @@ class RemoteEventStream(StreamBody):
         self._reader.close()
         gevent.spawn(self._tell_owner, self._detach_request)
 
-    def _tell_owner(self, req: dict[str, Any]) -> None:
+    def _tell_owner(self, req: Forwarded) -> None:
         try:
             self._broker.forward(self._owner, req, 10.0)
         except AthenaError as exc:  # the owner may be gone: its reaper cleans up

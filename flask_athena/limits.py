@@ -54,7 +54,8 @@ logger = logging.getLogger("flask_athena")
 class Readable(Protocol):
     """What :func:`read_body` reads from: a request's body stream."""
 
-    def read(self, size: int, /) -> bytes: ...
+    def read(self, size: int, /) -> bytes:
+        """Up to ``size`` bytes of the body (``b""`` at its end); may block."""
 
 
 def read_body(stream: Readable, limit: int, timeout: float) -> bytes:
@@ -118,8 +119,8 @@ class Limits:
         self.config = config
         #: client key -> its open pages on this worker, oldest first.
         self.client_pages: dict[str, dict[str, LivePage]] = {}
-        #: page id -> client key, for the pages counted above.
-        self._page_client: dict[str, str] = {}
+        #: page id -> client key, for the pages counted above (the reverse map).
+        self.page_clients: dict[str, str] = {}
         #: client key -> number of open event streams this worker serves.
         self.client_streams: dict[str, int] = {}
 
@@ -157,11 +158,11 @@ class Limits:
         """Count ``page`` against ``client`` (``None``: no address known). Never blocks."""
         if client is not None:
             self.client_pages.setdefault(client, {})[page.id] = page
-            self._page_client[page.id] = client
+            self.page_clients[page.id] = client
 
     def page_closed(self, page: LivePage) -> None:
         """Stop counting ``page`` against its client. Never blocks."""
-        client = self._page_client.pop(page.id, None)
+        client = self.page_clients.pop(page.id, None)
         if client is None:
             return
         pages = self.client_pages.get(client)

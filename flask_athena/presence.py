@@ -327,11 +327,10 @@ class LocalPresence:
 
     def start(self) -> None:
         """Nothing to start: the table lives in this process."""
-        pass
 
     def close(self) -> None:
-        # Shutting down: every page closes next; nobody is left to tell.
         """Stop delivering (the app shuts down; its pages close next)."""
+        # Shutting down: every page closes next; nobody is left to tell.
         self._closed = True
         self._queue.clear()
 

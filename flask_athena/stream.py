@@ -77,6 +77,31 @@ def gone(app: Flask, reason: str) -> bytes:
     return gone_event(reason)
 
 
+#: Bytes handed to one write at most (unless one frame is larger): a replay
+#: or a burst is written in chunks, so the slow-consumer time bound applies
+#: to each chunk and a browser that reads steadily is never cut while a big
+#: replay goes out (a 25 MB replay in one write would be "blocked" for as
+#: long as the whole transfer takes).
+CHUNK_BYTES = 256 * 1024
+
+
+def chunks(frames: list[bytes], head: bytes = b"") -> Iterator[bytes]:
+    """``head`` and ``frames`` joined into writes of about :data:`CHUNK_BYTES`.
+
+    Frames are never split; a burst of small frames stays one write.
+    """
+    chunk: list[bytes] = [head] if head else []
+    size = len(head)
+    for frame in frames:
+        if size and size + len(frame) > CHUNK_BYTES:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+        chunk.append(frame)
+        size += len(frame)
+    if chunk:
+        yield b"".join(chunk)
+
+
 class StreamCut(ConnectionResetError):
     """Thrown into a stream's blocked write to reset its connection.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .protocol import call_message
+from .protocol import call_message, sse_data, valid_text
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -82,12 +82,20 @@ class Topics:
             return 0
         delivered = 0
         failed = 0
+        # The message differs between elements only by widget id: built and
+        # framed once per widget id (most topics have one), not per element.
+        built: dict[int, tuple[str, bytes]] = {}
         for element in list(members):  # a receiving page may close (and leave) meanwhile
             page = element.page
-            if page is None or element.id is None:
+            wid = element.id
+            if page is None or wid is None:
                 continue
             try:
-                page.outbox.publish(call_message(None, element.id, method, args_json))
+                message = built.get(wid)
+                if message is None:
+                    text = valid_text(call_message(None, wid, method, args_json))
+                    message = built[wid] = (text, sse_data(text))
+                page.outbox.publish(*message)
             except Exception:
                 failed += 1
                 if failed == 1:

@@ -44,7 +44,7 @@ from .protocol import (
 )
 from .shared_stream import shared_events
 from .state import AthenaState
-from .stream import StreamBody, admit_stream, event_stream_response, gone, gone_response
+from .stream import StreamBody, admit_stream, chunks, event_stream_response, gone, gone_response
 
 logger = logging.getLogger("flask_athena")
 
@@ -209,7 +209,7 @@ class EventStream(StreamBody):
         self.count_sent(len(frames), replayed=cursor > 0)
         cursor += len(frames)
         self.sent = cursor
-        yield sse_retry(RETRY_MS) + b"".join(frames)
+        yield from chunks(frames, sse_retry(RETRY_MS))
         heartbeat = self._state.config.heartbeat
         outbox = page.outbox
         while True:
@@ -242,7 +242,7 @@ class EventStream(StreamBody):
                 cursor += len(fresh)
                 self.sent = cursor
                 self.count_sent(len(fresh))
-                yield b"".join(fresh)
+                yield from chunks(fresh)
 
     def local_page(self) -> LivePage:
         """The page (this worker owns it)."""

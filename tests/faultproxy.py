@@ -239,8 +239,14 @@ class _ClientSide(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         proxy = self.pipe.proxy
+        if proxy._closing:
+            # Accepted as the proxy stops (its callback ran after the pipes
+            # were closed): left open, it would leak until garbage collection.
+            transport.abort()
+            return
         proxy.stats.connections += 1
         self.pipe.client = transport
+        proxy._transports.append(transport)
         proxy._pipes.add(self.pipe)
         if proxy._refusing:
             self.pipe.refused = True  # no upstream: reset once the request line is in
@@ -262,6 +268,7 @@ class _ClientSide(asyncio.Protocol):
             transport.abort()
             return
         assert isinstance(transport, asyncio.Transport)
+        pipe.proxy._transports.append(transport)
         pipe.upstream = transport
         early, pipe.early = pipe.early, []
         for data in early:
@@ -346,10 +353,15 @@ class FaultProxy:
         self.stats = ProxyStats()
         self._pipes: set[_Pipe] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Every connection's transports: one closed with a FIN may still be
+        #: flushing when the proxy stops, and is aborted then.
+        self._transports: list[asyncio.Transport] = []
         self._drops: list[list[Any]] = []  # [marker, remaining]
         self._truncates: list[list[Any]] = []
         self._stalled = False
         self._refusing = False
+        #: Set when the proxy stops: a connection accepted then is aborted at once.
+        self._closing = False
         self._refused: list[tuple[float, str]] = []  # (time.monotonic(), request line)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -390,13 +402,18 @@ class FaultProxy:
         try:
             await self._stopping.wait()
         finally:
+            self._closing = True
             server.close()
             for pipe in list(self._pipes):
                 pipe.close("stop")
+            for transport in self._transports:
+                transport.abort()  # a no-op once its socket is closed
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await server.wait_closed()
+            for pipe in list(self._pipes):  # added while the tasks were cancelled
+                pipe.close("stop")
             for _ in range(3):
                 await asyncio.sleep(0)  # let aborted transports finish closing
 

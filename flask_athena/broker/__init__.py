@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from ..config import AthenaConfig
     from ..presence import PresenceBackend
+    from ..protocol import JSONValue
     from ..state import AthenaState
 
 #: What a broker calls for each broadcast it carries to this worker:
@@ -36,7 +37,9 @@ Deliver = Callable[[str, str, str], int]
 #: Runs a request another worker forwarded, on the page's owner:
 #: request dict -> reply dict (``{"status", "body", "cookies"}``, see
 #: :mod:`flask_athena.forwarding`).
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[["Forwarded"], "Forwarded"]
+#: A request forwarded to a page's owner, or its reply: a JSON object.
+Forwarded = dict[str, "JSONValue"]
 #: This worker's report (see :meth:`WorkerLink.reports`): a JSON object.
 Report = dict[str, Any]
 
@@ -44,6 +47,7 @@ __all__ = [
     "Broker",
     "BrokerCheck",
     "Deliver",
+    "Forwarded",
     "Handler",
     "LoopHealth",
     "Outbox",
@@ -72,8 +76,13 @@ class Outbox(Protocol):
     #: (the page checks whether its stream keeps up; see flask_athena.stream).
     on_backlog: Callable[[], None] | None
 
-    def publish(self, data: str) -> int:
-        """Append one message (a single-line JSON string); return its seq."""
+    def publish(self, data: str, field: bytes | None = None) -> int:
+        """Append one message (a single-line JSON string); return its seq.
+
+        ``field``: ``protocol.sse_data(data)`` when the caller built it
+        already, for a ``data`` that is valid text (``protocol.valid_text``):
+        a broadcast builds both once per widget id, not once per element.
+        """
 
     def ack(self, seq: int) -> None:
         """The browser has every message up to ``seq``; forget them."""
@@ -198,7 +207,7 @@ class WorkerLink(Protocol):
     def alive(self, wid: str) -> bool:
         """Whether worker ``wid`` lives (cached briefly)."""
 
-    def forward(self, owner: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def forward(self, owner: str, request: Forwarded, timeout: float) -> Forwarded:
         """Run ``request`` on worker ``owner``; block this greenlet for its reply."""
 
     def reader(self, page_id: str) -> RemoteReader:
@@ -286,7 +295,10 @@ def create_broker(config: AthenaConfig, app: Any) -> Broker:
     from .redis import RedisBroker
 
     broker = RedisBroker(
-        config.broker_url, config.call_timeout, f"{app.import_name}{config.url_prefix}"
+        config.broker_url,
+        config.call_timeout,
+        f"{app.import_name}{config.url_prefix}",
+        outbox_bytes=config.outbox_bytes,
     )
     broker.app = app
     return broker

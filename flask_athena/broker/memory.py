@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gevent.event import Event
+from gevent.hub import Waiter, get_hub
 
 from ..protocol import sse_data, sse_frame
 from .loops import LoopHealth
@@ -23,12 +23,67 @@ if TYPE_CHECKING:
     from . import Deliver, Outbox
 
 
+class Wakeups:
+    """Wakes the streams waiting on outboxes that got messages: once per
+    event-loop iteration, not once per message.
+
+    A publish does not switch to the stream's greenlet: it marks the outbox
+    due (once) and the first mark of a burst starts a zero-delay timer. The
+    timer fires in the next iteration of gevent's loop, after the greenlets
+    that were ready to run (a broadcast loop, other requests) had their turn,
+    and switches to each waiting stream in turn; each stream then reads
+    *everything* queued since its last write and writes it as one chunk. So
+    a burst of messages costs each stream one wake-up and one ``send``,
+    whatever the number of messages in it. A burst ends early, in the
+    iteration it happens in, once more than half the outbox waits (see
+    :meth:`MemoryOutbox.publish`): coalescing never makes a page ``gone``.
+
+    One per broker (the outboxes of one worker's hub); never yields.
+    """
+
+    __slots__ = ("_due", "_timer", "_loop")
+
+    def __init__(self) -> None:
+        self._due: list[MemoryOutbox] = []
+        self._timer: Any = None
+        self._loop: Any = None
+
+    def schedule(self, outbox: MemoryOutbox) -> None:
+        """Wake ``outbox``'s waiters in the next loop iteration."""
+        self._due.append(outbox)
+        timer = self._timer
+        if timer is None or not timer.active:
+            loop = get_hub().loop
+            if timer is None or self._loop is not loop:
+                timer = self._timer = loop.timer(0.0)
+                self._loop = loop
+            timer.start(self._flush)
+
+    def _flush(self) -> None:
+        # Runs in the hub. A stream woken here may publish (or close a page)
+        # before it blocks again: that goes into a fresh list and a new
+        # timer, for the next iteration.
+        due, self._due = self._due, []
+        for outbox in due:
+            outbox.wake_now()
+
+
+#: For outboxes made without a broker (tests, tools).
+_WAKEUPS = Wakeups()
+#: A wake-up is scheduled for the next loop iteration (Wakeups) / this one.
+_WAKE_NEXT = 1
+_WAKE_NOW = 2
+
+
 class MemoryOutbox:
-    """A bounded deque of pre-framed SSE messages plus a wake-up event.
+    """A bounded deque of pre-framed SSE messages plus the streams waiting on it.
 
     Bounded in messages (``size``) and in bytes (``max_bytes``, None: no
     byte bound): past either, the oldest messages are dropped. The newest
     message is always kept, whatever its size.
+
+    A waiting stream is woken through :class:`Wakeups`, once per burst of
+    messages (see there).
     """
 
     __slots__ = (
@@ -39,12 +94,16 @@ class MemoryOutbox:
         "_size",
         "_bytes",
         "_max_bytes",
-        "_event",
+        "_waiters",
+        "_wake_due",
+        "_wakeups",
         "closed",
         "on_backlog",
     )
 
-    def __init__(self, size: int, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, size: int, max_bytes: int | None = None, wakeups: Wakeups | None = None
+    ) -> None:
         self._frames: deque[bytes] = deque()
         self._first_seq = 1  # seq of _frames[0]
         self.last_seq = 0
@@ -53,7 +112,11 @@ class MemoryOutbox:
         self._size = size
         self._bytes = 0  # sum of len(frame) over _frames
         self._max_bytes = max_bytes
-        self._event: Event | None = None
+        # The greenlets blocked in wait() (usually one stream; two while a
+        # newer stream replaces an older one), None when there are none.
+        self._waiters: list[Waiter] | None = None
+        self._wake_due = 0  # 0, or _WAKE_NEXT / _WAKE_NOW: a wake-up is scheduled
+        self._wakeups = _WAKEUPS if wakeups is None else wakeups
         self.closed = False
         self.on_backlog: Callable[[], None] | None = None
 
@@ -65,15 +128,34 @@ class MemoryOutbox:
         """Bytes of the messages kept now."""
         return self._bytes
 
-    def publish(self, data: str) -> int:
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest message kept (``last_seq + 1`` when none is).
+
+        Every message before it was acknowledged or dropped by a bound: the
+        Redis outbox trims its stream to the same place.
+        """
+        return self._first_seq
+
+    @property
+    def backlogged(self) -> bool:
+        """Whether more than half of either bound is used (the reader lags)."""
+        max_bytes = self._max_bytes
+        return len(self._frames) > self._size // 2 or (
+            max_bytes is not None and self._bytes > max_bytes // 2
+        )
+
+    def publish(self, data: str, field: bytes | None = None) -> int:
         """Queue one message; return its seq. Never yields.
 
+        ``field``: ``sse_data(data)``, when the caller built it already (a
+        broadcast builds it once for every element with the same widget id).
         Raises only for a ``data`` that is not a str, and then takes no seq.
         """
         # The frame is built before its seq is taken: if building it raised,
         # the seq would be counted for a message that does not exist, and a
         # reader would see that id again and a gap.
-        data_field = sse_data(data)
+        data_field = sse_data(data) if field is None else field
         seq = self.last_seq + 1
         if self.closed:
             # Nobody reads a closed page: keep nothing (a broadcast racing
@@ -95,16 +177,24 @@ class MemoryOutbox:
             # failure, never a silent gap.
             self._bytes -= len(frames.popleft())
             self._first_seq += 1
-        if self._event is not None:
-            self._event.set()
-        if self.on_backlog is not None and (
-            len(frames) > self._size // 2
-            or (max_bytes is not None and self._bytes > max_bytes // 2)
-        ):
+        backlog = self.backlogged
+        if self._waiters is not None:
+            if not self._wake_due:
+                self._wake_due = _WAKE_NEXT
+                self._wakeups.schedule(self)
+            if backlog and self._wake_due != _WAKE_NOW:
+                # More than half the outbox waits: a publisher this fast
+                # would trim messages the stream never saw before the next
+                # loop iteration. Wake it in this one; its writes (and the
+                # slow-consumer cut, flask_athena.stream) take over from here.
+                self._wake_due = _WAKE_NOW
+                get_hub().loop.run_callback(self.wake_now)
+        if backlog and self.on_backlog is not None:
             self.on_backlog()
         return seq
 
     def ack(self, seq: int) -> None:
+        """Drop the messages up to ``seq`` (the browser has them). Never yields."""
         if self.closed:
             return  # nothing kept (publish after close keeps nothing either)
         self.acked = max(self.acked, min(seq, self.last_seq))
@@ -116,6 +206,7 @@ class MemoryOutbox:
             self._first_seq += drop
 
     def read(self, after: int) -> list[bytes] | None:
+        """The frames after ``after``, or ``None`` when replay is impossible. Never yields."""
         if self.closed or after > self.last_seq or after + 1 < self._first_seq:
             return None
         # The frames wanted are the newest: walk from the right end, so that a
@@ -125,26 +216,56 @@ class MemoryOutbox:
         return frames
 
     def wait(self, after: int, timeout: float) -> bool:
+        """Block the calling greenlet until a message after ``after`` exists, the
+        outbox closes or is woken, or ``timeout`` passes; ``True`` unless timed out.
+        """
         if self.closed or self.last_seq > after:
             return True
-        event = self._event
-        if event is None or event.is_set():
-            event = self._event = Event()
-        return bool(event.wait(timeout))
+        hub = get_hub()
+        waiter = Waiter(hub)
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = [waiter]
+        else:
+            waiters.append(waiter)
+        timer = hub.loop.timer(timeout)
+        try:
+            timer.start(waiter.switch, False)
+            return bool(waiter.get())
+        finally:
+            timer.close()
+            waiters = self._waiters
+            if waiters is not None:
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._waiters = None
 
     def wake(self) -> None:
-        if self._event is not None:
-            self._event.set()
+        """Wake the waiting streams in the next loop iteration. Never yields."""
+        if self._waiters is not None and not self._wake_due:
+            self._wake_due = _WAKE_NEXT
+            self._wakeups.schedule(self)
+
+    def wake_now(self) -> None:
+        """Switch to every greenlet waiting now (from the hub: :class:`Wakeups`)."""
+        self._wake_due = 0
+        waiters = self._waiters
+        if waiters is not None:
+            # A copy: each woken greenlet removes its waiter, and may wait
+            # again (a new waiter, woken by the next message, not by this).
+            for waiter in list(waiters):
+                waiter.switch(True)
 
     def served_by(self, worker: str | None) -> None:
         """Every stream is served by this worker: nothing to remember."""
 
     def close(self) -> None:
+        """Keep nothing from now on and wake the waiting streams. Never yields."""
         self.closed = True
         self._frames.clear()
         self._bytes = 0
-        if self._event is not None:
-            self._event.set()
+        self.wake()
 
 
 class MemoryBroker:
@@ -155,6 +276,7 @@ class MemoryBroker:
 
     def __init__(self, outbox_bytes: int | None = None) -> None:
         self._outbox_bytes = outbox_bytes
+        self._wakeups = Wakeups()
         #: Delivers broadcasts to this worker's elements (set by ``topics.Topics``).
         self.on_broadcast: Deliver | None = None
         #: Never called: pages of this broker lose nothing they could lose elsewhere.
@@ -172,7 +294,7 @@ class MemoryBroker:
 
     def create_outbox(self, page_id: str, size: int) -> MemoryOutbox:
         """A :class:`MemoryOutbox` of ``size`` messages (and ``ATHENA_OUTBOX_BYTES``)."""
-        return MemoryOutbox(size, self._outbox_bytes)
+        return MemoryOutbox(size, self._outbox_bytes, self._wakeups)
 
     def register_page(self, page_id: str, outbox: Outbox) -> None:
         """Nothing to record: every page of this broker lives in this process."""

@@ -5,7 +5,8 @@ design. In short, with every key under ``athena:``:
 
 - ``athena:page:<page>`` (hash ``owner``, ``gen``): which worker owns the page;
   ``athena:out:<page>`` (stream): the page's outbox, entry id ``<seq>-0``,
-  trimmed to ``ATHENA_OUTBOX_SIZE`` and on ack. The owner refreshes both TTLs
+  trimmed to ``ATHENA_OUTBOX_SIZE`` messages and ``ATHENA_OUTBOX_BYTES``, and
+  on ack. The owner refreshes both TTLs
   while the page lives and deletes both when it closes.
 - ``athena:worker:<wid>``: the worker's liveness key (a short TTL, refreshed
   every second). A page whose owner's key is gone is gone.
@@ -44,6 +45,7 @@ from .. import signals
 from ..errors import BrokerUnavailable
 from ..protocol import sse_message
 from .loops import Loop, LoopHealth
+from .memory import Wakeups
 from .redis_common import (
     BROADCAST_CHANNEL,
     MAX_REDIS_CONNECTIONS,
@@ -84,7 +86,13 @@ class RedisBroker:
     #: Shown by the inspector and the CLI.
     kind = "redis"
 
-    def __init__(self, url: str, call_timeout: float, namespace: str = "") -> None:
+    def __init__(
+        self,
+        url: str,
+        call_timeout: float,
+        namespace: str = "",
+        outbox_bytes: int | None = None,
+    ) -> None:
         if importlib.util.find_spec("redis") is None:  # pragma: no cover - the install
             raise RuntimeError(
                 "ATHENA_BROKER_URL needs the redis package: pip install 'flask_athena[redis]'"
@@ -94,6 +102,8 @@ class RedisBroker:
         #: different apps (or databases) must not meet on one channel.
         self._namespace = namespace
         self.call_timeout = call_timeout
+        #: Bytes of unacknowledged messages a page's outbox keeps (``None``: no byte bound).
+        self.outbox_bytes = outbox_bytes
         #: Called with ``(page_id, what)`` when an owned page lost its keys
         #: (``"lost"``) or its remote stream's worker died (``"reader"``).
         self.on_lost: Callable[[str, str], None] | None = None
@@ -104,6 +114,8 @@ class RedisBroker:
         self._outboxes: dict[str, RedisOutbox] = {}
         #: Wake-up events of the streams this worker serves for other workers' pages.
         self.wakeups = WakeUps()
+        #: Wakes the streams this worker serves for its own pages (their local copies).
+        self.local_wakeups = Wakeups()
         replies = Replies()
         self._liveness = LivenessCache()
         self._forwarder = Forwarder(replies, self.alive)
@@ -209,7 +221,9 @@ class RedisBroker:
     # -- the Broker protocol -------------------------------------------------
 
     def create_outbox(self, page_id: str, size: int) -> RedisOutbox:
-        return RedisOutbox(self, page_id, size)
+        """A :class:`~.redis_outbox.RedisOutbox` for page ``page_id`` (never
+        blocks; the writer loop writes it to Redis)."""
+        return RedisOutbox(self, page_id, size, self.outbox_bytes)
 
     def register_page(self, page_id: str, outbox: Outbox) -> None:
         """Record a new page as owned by this worker (blocks for one round trip).
@@ -360,6 +374,8 @@ class RedisBroker:
         return self._poller.poll(page_id, after, POOL_WAIT + 5.0)
 
     def reader(self, page_id: str) -> RedisReader:
+        """A reader of another worker's page, registered for its wake-ups
+        before the first read. Raises :class:`BrokerUnavailable`."""
         self._ready()
         return RedisReader(self, page_id)
 

@@ -30,10 +30,12 @@ POOL_WAIT = 5.0
 
 
 def page_key(page_id: str) -> str:
+    """The hash naming page ``page_id``'s owner and stream generation."""
     return f"athena:page:{page_id}"
 
 
 def out_key(page_id: str) -> str:
+    """The Redis stream holding page ``page_id``'s outbox."""
     return f"athena:out:{page_id}"
 
 
@@ -47,14 +49,17 @@ WORKER_KEY_PATTERN = "athena:worker:*"
 
 
 def inbox_key(wid: str) -> str:
+    """The list of requests forwarded to worker ``wid``."""
     return f"athena:inbox:{wid}"
 
 
 def wake_channel(wid: str) -> str:
+    """Worker ``wid``'s own pub/sub channel (stream wake-ups, replies)."""
     return f"athena:w:{wid}"
 
 
 def entry_seq(entry_id: str) -> int:
+    """The message seq of a stream entry id ``<seq>-0``."""
     return int(entry_id.partition("-")[0])
 
 

@@ -13,14 +13,13 @@ import logging
 import uuid
 from collections.abc import Callable
 from time import monotonic
-from typing import Any
 
 import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 
 from ..errors import CallTimeout, PageNotFound
-from . import Handler
+from . import Forwarded, Handler
 from .loops import Loop, backoff
 from .redis_common import (
     IDLE_WAIT,
@@ -44,8 +43,8 @@ class Forwarder:
         self._alive = alive
 
     def forward(
-        self, conn: Connection, owner: str, request: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
+        self, conn: Connection, owner: str, request: Forwarded, timeout: float
+    ) -> Forwarded:
         """Run ``request`` on worker ``owner``; block this greenlet for its reply.
 
         Raises :class:`CallTimeout` (504, the browser retries with the same
@@ -73,7 +72,7 @@ class Forwarder:
                     raise PageNotFound("The worker that owned this page is gone.")
         finally:
             self._replies.forget(rid)
-        reply: dict[str, Any] = result.get(block=False)
+        reply: Forwarded = result.get(block=False)
         return reply
 
 
@@ -106,6 +105,7 @@ class InboxServer(Loop):
         return stopped
 
     def run(self) -> None:
+        """The loop: pop forwarded requests and run each in a greenlet of the pool (bounded)."""
         conn = self._conn
         assert conn is not None
         tries = 0
@@ -157,7 +157,7 @@ class InboxServer(Loop):
             self.item_failed("the reply of a forwarded request", exc)
 
 
-def _error_reply(status: int, code: str, message: str) -> dict[str, Any]:
+def _error_reply(status: int, code: str, message: str) -> Forwarded:
     """A reply in the handler's shape, with the JSON error body every endpoint sends."""
     body = json.dumps({"error": {"code": code, "message": message}})
     return {"status": status, "body": body, "cookies": []}

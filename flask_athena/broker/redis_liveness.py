@@ -52,9 +52,11 @@ class Heartbeat(Loop):
         self._conn: Connection | None = None
 
     def attach(self, conn: Connection) -> None:
+        """Use ``conn`` (this process's connection) from now on."""
         self._conn = conn
 
     def run(self) -> None:
+        """The loop: beat every second; refresh the TTLs of owned pages; report lost ones."""
         conn = self._conn
         assert conn is not None
         tries = 0

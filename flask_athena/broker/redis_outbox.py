@@ -27,17 +27,23 @@ class RedisOutbox:
     local :class:`~flask_athena.broker.memory.MemoryOutbox` too, so a stream
     the owner serves itself never reads Redis: a broadcast that wakes
     thousands of streams costs no Redis round trip per stream. Both copies
-    are trimmed by the same acks and bounded by the same size.
+    are trimmed by the same acks and bounded by the same size in messages
+    and in bytes: the local copy decides which messages the bounds drop
+    (:attr:`first_seq`) and the writer trims the Redis stream to the same
+    place with each message it adds, so a reader on any worker that needs
+    a dropped message is told ``gone``.
 
     :meth:`publish` never blocks: the message is numbered at once and queued
     for the broker's writer greenlet, which keeps the order.
     """
 
-    def __init__(self, broker: RedisBroker, page_id: str, size: int) -> None:
+    def __init__(
+        self, broker: RedisBroker, page_id: str, size: int, max_bytes: int | None = None
+    ) -> None:
         self._broker = broker
         self.page_id = page_id
         self.size = size
-        self._frames = MemoryOutbox(size)
+        self._frames = MemoryOutbox(size, max_bytes, wakeups=broker.local_wakeups)
         self.closed = False
         self.on_backlog: Callable[[], None] | None = None
         #: Worker id serving this page's stream when that is another worker.
@@ -45,16 +51,28 @@ class RedisOutbox:
 
     @property
     def last_seq(self) -> int:
+        """The seq of the last message published (the local copy's)."""
         return self._frames.last_seq
 
     @property
+    def first_seq(self) -> int:
+        """The seq of the oldest message kept: the Redis stream keeps none before it."""
+        return self._frames.first_seq
+
+    @property
     def acked(self) -> int:
+        """The highest seq the browser acknowledged (the local copy's)."""
         return self._frames.acked
 
     def __len__(self) -> int:
         return len(self._frames)
 
-    def publish(self, data: str) -> int:
+    def publish(self, data: str, field: bytes | None = None) -> int:
+        """Number the message, keep it locally and queue its write to Redis.
+
+        Never blocks; raises :class:`~flask_athena.errors.BrokerUnavailable`
+        when the writer has no room (Redis not keeping up) and then takes no seq.
+        """
         # Everything that can refuse the message runs before a seq is taken,
         # so a refused message exists nowhere (no copy only this worker has,
         # no seq Redis never gets): the writer's room (BrokerUnavailable when
@@ -63,16 +81,19 @@ class RedisOutbox:
         # that serves the whole worker never gets text it cannot encode.
         if not self.closed:  # nobody reads a closed page; keep no key for it
             self._broker.check_room()
-        data = valid_text(data)
-        seq = self._frames.publish(data)
+        if field is None:
+            data = valid_text(data)
+        # else: a broadcast built ``field`` from text already valid (see Outbox.publish)
+        seq = self._frames.publish(data, field)
         if not self.closed:
             # Nothing between the check and here yields: the room is still there.
             self._broker.enqueue(("xadd", self, seq, data))
-        if self.on_backlog is not None and len(self._frames) > self.size // 2:
+        if self.on_backlog is not None and self._frames.backlogged:
             self.on_backlog()
         return seq
 
     def ack(self, seq: int) -> None:
+        """Drop the messages up to ``seq`` here and queue the trim for Redis. Never blocks."""
         self._frames.ack(seq)
         if not self.closed and seq > 0:
             # The highest ack so far, not this one: POSTs may arrive out of
@@ -80,12 +101,15 @@ class RedisOutbox:
             self._broker.enqueue(("ack", self, self._frames.acked, ""))
 
     def read(self, after: int) -> list[bytes] | None:
+        """The frames after ``after`` from the local copy (``None``: cannot replay)."""
         return self._frames.read(after)
 
     def wait(self, after: int, timeout: float) -> bool:
+        """Block until a message after ``after`` exists locally, or ``timeout``."""
         return self._frames.wait(after, timeout)
 
     def wake(self) -> None:
+        """Wake a stream of this worker now and tell another worker's (via Redis)."""
         # A newer stream replaces the current one: end a local one now, and
         # tell a remote one (it compares the page's ``gen`` with its own).
         self._frames.wake()
@@ -97,6 +121,7 @@ class RedisOutbox:
         self.reader = worker
 
     def close(self) -> None:
+        """Close the local copy and queue the deletion of the page's keys. Never blocks."""
         if self.closed:
             return
         self.closed = True
@@ -115,6 +140,7 @@ class RedisReader:
         broker.wakeups.add(page_id, self._event)
 
     def wait(self, timeout: float) -> bool:
+        """Block until the owner wakes this reader or ``timeout`` passes; ``True`` when woken."""
         # Auto-reset before the caller reads: a wake that arrives while it
         # reads sets the event again, so no message is ever waited past.
         woke = self._event.is_set() or bool(self._event.wait(timeout))
@@ -127,4 +153,5 @@ class RedisReader:
         return self._broker.poll_stream(self.page_id, after)
 
     def close(self) -> None:
+        """Stop listening for the owner's wake-ups (never blocks)."""
         self._broker.wakeups.discard(self.page_id, self._event)

@@ -55,6 +55,7 @@ class StreamPoller(Loop):
         return answer
 
     def run(self) -> None:
+        """The loop: send the polls queued meanwhile in one pipeline and answer each."""
         assert self._conn is not None
         while True:
             if not self._polls:

@@ -34,6 +34,7 @@ class WakeUps:
         self._events.setdefault(page_id, set()).add(event)
 
     def discard(self, page_id: str, event: Event) -> None:
+        """Stop setting ``event`` for the page (nothing if it was not added)."""
         events = self._events.get(page_id)
         if events is not None:
             events.discard(event)
@@ -41,6 +42,7 @@ class WakeUps:
                 del self._events[page_id]
 
     def wake(self, page_id: str) -> None:
+        """Set every event waiting on page ``page_id``. Never blocks."""
         for event in self._events.get(page_id, ()):
             event.set()
 
@@ -51,6 +53,7 @@ class WakeUps:
                 event.set()
 
     def clear(self) -> None:
+        """Forget every registration (a new process after a fork)."""
         self._events.clear()
 
 
@@ -67,9 +70,11 @@ class Replies:
         return result
 
     def forget(self, rid: str) -> None:
+        """Stop waiting for the reply of ``rid`` (answered, or timed out)."""
         self._waiting.pop(rid, None)
 
     def resolve(self, rid: str, value: Any) -> None:
+        """Hand ``value`` to the request waiting for ``rid`` (nothing if none waits)."""
         result = self._waiting.get(rid)
         if result is not None and not result.ready():
             result.set(value)
@@ -104,6 +109,7 @@ class Subscriber(Loop):
         self.subscribed.clear()
 
     def run(self) -> None:
+        """The loop: hold the pub/sub connection, deliver broadcasts, wake-ups and replies."""
         conn = self._conn
         assert conn is not None
         tries = 0

@@ -12,7 +12,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import Event
@@ -43,6 +43,28 @@ Write = tuple[str, "RedisOutbox", int, str]
 #: Writes sent in one pipeline at most.
 BATCH = 1000
 
+#: Appends many messages, each to its page's stream (``KEYS``), in one
+#: command. ``ARGV``: the number of distinct message texts, the texts, then
+#: per key its entry id, its ``MINID`` and the (1-based) index of its text.
+#: Each ``XADD`` is the one the writer would send alone (``NOMKSTREAM``: a
+#: closed page's stream is never recreated; ``MINID``: see _oldest_kept)
+#: and fails alone (``pcall``: an id already stored, after a batch sent
+#: again). A broadcast reaching N pages costs the worker one command to
+#: pack and one reply to parse, not N.
+XADD_MANY = """
+local texts = tonumber(ARGV[1])
+local added = 0
+for i = 1, #KEYS do
+  local at = 1 + texts + 3 * (i - 1)
+  local id = redis.pcall('XADD', KEYS[i], 'NOMKSTREAM', 'MINID', ARGV[at + 2],
+                         ARGV[at + 1], 'd', ARGV[1 + tonumber(ARGV[at + 3])])
+  if type(id) == 'string' then
+    added = added + 1
+  end
+end
+return added
+"""
+
 
 class StreamWriter(Loop):
     """Sends queued stream writes in order, pipelined; retries through outages.
@@ -63,10 +85,12 @@ class StreamWriter(Loop):
         self._queue: deque[Write] = deque()
         self._queued = Event()
         self._conn: Connection | None = None
+        self._xadd_many: Any = None
 
     def attach(self, conn: Connection) -> None:
         """Use ``conn`` from now on; forget writes queued by another process."""
         self._conn = conn
+        self._xadd_many = conn.client.register_script(XADD_MANY)
         self._queue.clear()
 
     def clear(self) -> None:
@@ -92,6 +116,7 @@ class StreamWriter(Loop):
         self._queued.set()
 
     def run(self) -> None:
+        """The loop: write queued messages to their pages' streams, in order, pipelined."""
         while True:
             if not self._queue:
                 self._queued.clear()
@@ -142,19 +167,20 @@ class StreamWriter(Loop):
         assert self._conn is not None
         pipe = self._conn.client.pipeline(transaction=False)
         woken: dict[str, RedisOutbox] = {}
+        # Consecutive messages go out as one XADD_MANY (in order: any other
+        # write ends the run first); where its reply is in the pipeline's.
+        run: list[tuple[RedisOutbox, int, str]] = []
+        scripts: list[int] = []
         for op, outbox, seq, data in batch:
             pid = outbox.page_id
             if op == "xadd":
-                pipe.xadd(
-                    out_key(pid),
-                    {"d": data},
-                    id=f"{seq}-0",
-                    maxlen=outbox.size,
-                    approximate=False,
-                    nomkstream=True,  # never recreate a deleted (closed) page
-                )
+                run.append((outbox, seq, data))
                 woken[pid] = outbox
-            elif op == "ack":
+                continue
+            if run:
+                self._append(pipe, run, scripts)
+                run = []
+            if op == "ack":
                 pipe.xtrim(out_key(pid), minid=f"{seq + 1}-0", approximate=False)
                 # Read by a shared stream another worker serves (its ``last``
                 # may be older than what the page's tab acknowledged).
@@ -171,7 +197,55 @@ class StreamWriter(Loop):
                 woken[pid] = outbox
                 if self._outboxes.get(pid) is outbox:
                     del self._outboxes[pid]
+        if run:
+            self._append(pipe, run, scripts)
         for pid, outbox in woken.items():
             if outbox.reader is not None:
                 pipe.publish(wake_channel(outbox.reader), json.dumps({"k": "wake", "p": pid}))
-        pipe.execute(raise_on_error=False)
+        replies = pipe.execute(raise_on_error=False)
+        for at in scripts:
+            # The XADDs inside fail alone (and are dropped, as a lone XADD's
+            # error is); the script failing as a whole lost them all: the
+            # batch goes again one write at a time (see run()).
+            if isinstance(replies[at], Exception):
+                raise replies[at]
+
+    def _append(self, pipe: Any, run: list[tuple[RedisOutbox, int, str]], at: list[int]) -> None:
+        """Queue ``run`` (messages, in order) on ``pipe``: one XADD, or one XADD_MANY."""
+        if len(run) == 1:
+            outbox, seq, data = run[0]
+            pipe.xadd(
+                out_key(outbox.page_id),
+                {"d": data},
+                id=f"{seq}-0",
+                minid=_oldest_kept(outbox),
+                approximate=False,
+                nomkstream=True,  # never recreate a deleted (closed) page
+            )
+            return
+        texts: dict[str, int] = {}  # a broadcast's text is one object for every page
+        keys: list[str] = []
+        entries: list[str | int] = []
+        for outbox, seq, data in run:
+            index = texts.get(data)
+            if index is None:
+                index = texts[data] = len(texts) + 1
+            keys.append(out_key(outbox.page_id))
+            entries += (f"{seq}-0", _oldest_kept(outbox), index)
+        at.append(len(pipe))
+        self._xadd_many(keys=keys, args=[len(texts), *texts, *entries], client=pipe)
+
+
+def _oldest_kept(outbox: RedisOutbox) -> str:
+    """The ``MINID`` a message's ``XADD`` trims its page's stream to.
+
+    The oldest message the owner's copy keeps: the same bounds (messages and
+    bytes) and acks decided it, so both copies hold the same messages and a
+    reader needing a dropped one gets ``gone`` on any worker. Read when the
+    batch is sent, not at publish: later messages may have pushed it on
+    since (then this one is trimmed at once, as the local copy dropped it).
+    ``<first - 1>-1`` keeps ``<first>-0`` on and drops every entry before
+    it, but keeps the placeholder ``0-1`` until a message is dropped or
+    acked (as MAXLEN did).
+    """
+    return f"{outbox.first_seq - 1}-1"

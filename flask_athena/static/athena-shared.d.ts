@@ -19,6 +19,10 @@ export type HubEnv = {
      * uniform in [0, 1)
      */
     random: () => number;
+    /**
+     * milliseconds since the epoch (a leader's term)
+     */
+    now: () => number;
     baseURI: string;
 };
 /**
@@ -32,12 +36,13 @@ export type ChannelLike = {
 export type LocksLike = {
     request: (name: string, options: {
         signal?: AbortSignal;
+        steal?: boolean;
     }, callback: () => Promise<void>) => Promise<void>;
 };
 /**
- * A message on the hub's BroadcastChannel.
+ * A message on the hub's BroadcastChannel; a leader's carry its `term`.
  */
-export type HubMessage = {
+export type HubMessage = ({
     t: "attach";
     page: string;
     last: number;
@@ -62,6 +67,10 @@ export type HubMessage = {
     reason: string;
 } | {
     t: "down";
+} | {
+    t: "alive";
+}) & {
+    term?: number;
 };
 /**
  * Options of a hub: its names (scoped to the session) and the shared endpoint.
@@ -92,6 +101,11 @@ export class StreamHub {
     lockWait: AbortController | null;
     attachTries: number;
     attachTimer: unknown;
+    /** The newest leader's term heard (or this tab's own while it leads). */
+    term: number;
+    /** No word from the leader for this long: take the lock over. */
+    takeoverMs: number;
+    takeoverTimer: unknown;
     /** @type {Map<string, number>} */
     pages: Map<string, number>;
     /** @type {EventSource|null} */
@@ -106,6 +120,12 @@ export class StreamHub {
     /** Joins the channel and the election. Idempotent. */
     start(): void;
     /**
+     * Queues for the lock (or, `steal`, takes it from a silent holder); the
+     * grant makes this tab the leader until it resigns or is deposed.
+     * @param {boolean} steal
+     */
+    requestLock(steal: boolean): void;
+    /**
      * Leaves the election and the channel (pagehide, freeze); a leader closes
      * its stream and gives up the lock, so another tab takes over at once.
      */
@@ -118,6 +138,8 @@ export class StreamHub {
     sendAttach(): void;
     /** To every tab: over the channel, and to this tab's own source (a channel does not echo). @param {HubMessage} message */
     post(message: HubMessage): void;
+    /** (Re)arms the follower's watch on the leader: silence past takeoverMs, and it takes over. */
+    watchLeader(): void;
     /**
      * A message from the channel (or this tab's own).
      * @param {HubMessage} message @param {boolean} [own]
@@ -127,6 +149,14 @@ export class StreamHub {
     lead(): void;
     /** Closes the stream and gives up the lock (the tabs' sources wait for the next leader). */
     resign(): void;
+    /** Stops leading (the stream closed, timers cleared); the lock is not touched. */
+    abdicate(): void;
+    /**
+     * Another tab took the lock over while this one was silent (frozen, stuck):
+     * it leads now. Stop leading without a word (the new leader speaks), queue
+     * for the lock again and ask the new leader for this tab's page.
+     */
+    deposed(): void;
     /** A tab's attach or detach, as the leader sees it. @param {HubMessage} message */
     onTabMessage(message: HubMessage): void;
     scheduleReopen(): void;

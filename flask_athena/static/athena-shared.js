@@ -15,6 +15,17 @@
  * received, and the new leader's stream replays from there: nothing is lost,
  * and a repeat is dropped by the tab's Runtime (ids are per page).
  *
+ * **A leader that falls silent.** A tab can stop running without a word
+ * (frozen where the engine fires no `freeze` event, its JS stuck or paused):
+ * it keeps the lock and relays nothing. The leader relays a heartbeat (or,
+ * when its stream is down, a `down` at each retry), so a tab that hears
+ * nothing from it for 2.5 heartbeats plus some slack takes the lock over
+ * (`steal`). Every leader message carries the leader's *term* (the clock when
+ * it took the lead, above every term it had seen): tabs ignore messages of
+ * an older term, so a deposed leader that wakes up relays nothing anyone
+ * applies, learns from the newer term (or its lock's rejection) that it was
+ * replaced, and rejoins as a follower.
+ *
  * **Per page, as before.** Each tab keeps its own page: id, token, sequence
  * numbers, POSTs and acks go from the tab itself, exactly as with a stream of
  * its own. Only the stream is shared: the Runtime gets a {@link SharedSource}
@@ -28,8 +39,9 @@
  *
  * **Channel.** Tabs say `attach {page, last}` and `detach {page}`; the leader
  * says `leader`, `open {pages}`, `msg {page, id, data}`, `hb`,
- * `gone {page, reason}` and `down` (its stream failed; it reconnects with
- * backoff, the tabs wait).
+ * `gone {page, reason}`, `down` (its stream failed; it reconnects with
+ * backoff, the tabs wait) and `alive` (an attach heard; the stream comes);
+ * each with its `term`.
  *
  * Browsers without Web Locks or BroadcastChannel (or `ATHENA_SHARED_STREAM =
  * False`) keep one EventSource per tab.
@@ -47,6 +59,10 @@ const ATTACH_RETRY_STEPS_MS = [500, 1000, 2000, 5000];  // an attach nobody answ
 const HEARTBEAT_TOLERANCE = 2.5;         // heartbeats of silence = dead stream (as athena.js)
 const RETRY_STEPS_MS = [250, 500, 1000, 2000, 5000];    // the leader's reconnects; the last is the cap
 const RETRY_JITTER = 0.3;
+const TAKEOVER_SLACK_MS = 10000;         // beyond 2.5 heartbeats: covers a reconnecting leader's backoff (cap 5 s + jitter)
+const TAKEOVER_JITTER = 0.3;             // followers of a silent leader do not all steal at once
+/** Leader messages: each carries the leader's term. */
+const LEADER_MESSAGES = new Set(["leader", "open", "msg", "hb", "gone", "down", "alive"]);
 
 // ---- Types -----------------------------------------------------------------
 
@@ -59,6 +75,7 @@ const RETRY_JITTER = 0.3;
  * @property {(callback: () => void, ms: number) => unknown} setTimeout
  * @property {(handle: unknown) => void} clearTimeout
  * @property {() => number} random uniform in [0, 1)
+ * @property {() => number} now milliseconds since the epoch (a leader's term)
  * @property {string} baseURI
  */
 /**
@@ -67,14 +84,14 @@ const RETRY_JITTER = 0.3;
  *   onmessage: ((event: MessageEvent) => any)|null}} ChannelLike
  */
 /**
- * @typedef {{request: (name: string, options: {signal?: AbortSignal},
+ * @typedef {{request: (name: string, options: {signal?: AbortSignal, steal?: boolean},
  *   callback: () => Promise<void>) => Promise<void>}} LocksLike
  */
 /**
- * A message on the hub's BroadcastChannel.
- * @typedef {{t: "attach", page: string, last: number}|{t: "detach", page: string}|{t: "leader"}
+ * A message on the hub's BroadcastChannel; a leader's carry its `term`.
+ * @typedef {({t: "attach", page: string, last: number}|{t: "detach", page: string}|{t: "leader"}
  *   |{t: "open", pages: string[]}|{t: "msg", page: string, id: string, data: string}|{t: "hb"}
- *   |{t: "gone", page: string, reason: string}|{t: "down"}} HubMessage
+ *   |{t: "gone", page: string, reason: string}|{t: "down"}|{t: "alive"}) & {term?: number}} HubMessage
  */
 /**
  * Options of a hub: its names (scoped to the session) and the shared endpoint.
@@ -174,6 +191,11 @@ class StreamHub {
     this.lockWait = null;
     this.attachTries = 0;
     this.attachTimer = /** @type {unknown} */ (undefined);
+    /** The newest leader's term heard (or this tab's own while it leads). */
+    this.term = 0;
+    /** No word from the leader for this long: take the lock over. */
+    this.takeoverMs = options.heartbeatMs * HEARTBEAT_TOLERANCE + TAKEOVER_SLACK_MS;
+    this.takeoverTimer = /** @type {unknown} */ (undefined);
 
     // Leader only: the pages of the stream, by id → the last id relayed.
     /** @type {Map<string, number>} */
@@ -196,20 +218,40 @@ class StreamHub {
     const channel = new this.env.BroadcastChannel(this.options.channel);
     channel.onmessage = (event) => this.onChannel(/** @type {HubMessage} */ (event.data));
     this.channel = channel;
-    const wait = new AbortController();
-    this.lockWait = wait;
-    this.env.locks.request(this.options.lock, { signal: wait.signal }, () => new Promise((release) => {
-      this.lockWait = null;
-      if (this.stopped || wait.signal.aborted) return release(); // stopped while the grant was on its way
-      this.releaseLock = () => release();
-      this.lead();
-    })).catch(() => { /* aborted: stop() */ });
+    this.term = 0; // back from a freeze: whoever leads now is news
+    this.requestLock(false);
+    this.watchLeader();
     if (this.source) {
       // Back from the cache or a freeze: messages may have been missed, so
       // ask again from the last id this tab has (see onTabMessage).
       this.post({ t: "detach", page: this.source.page });
       this.sendAttach();
     }
+  }
+
+  /**
+   * Queues for the lock (or, `steal`, takes it from a silent holder); the
+   * grant makes this tab the leader until it resigns or is deposed.
+   * @param {boolean} steal
+   */
+  requestLock(steal) {
+    this.lockWait?.abort();
+    const wait = new AbortController();
+    this.lockWait = wait;
+    let granted = false;
+    const options = steal ? { steal: true } : { signal: wait.signal };
+    this.env.locks.request(this.options.lock, options, () => new Promise((release) => {
+      granted = true;
+      if (this.lockWait === wait) this.lockWait = null;
+      // Stopped (or re-requested) while the grant was on its way.
+      if (this.stopped || wait.signal.aborted) return release();
+      this.releaseLock = () => release();
+      this.lead();
+    })).catch(() => {
+      // Aborted while waiting (stop(), a steal of our own), or stolen from
+      // us while we led: another tab took over.
+      if (granted && this.leading && this.lockWait === null) this.deposed();
+    });
   }
 
   /**
@@ -222,6 +264,7 @@ class StreamHub {
     this.lockWait?.abort();
     this.lockWait = null;
     if (this.leading) this.resign();
+    this.env.clearTimeout(this.takeoverTimer);
     this.env.clearTimeout(this.attachTimer);
     this.channel?.close();
     this.channel = null;
@@ -260,8 +303,21 @@ class StreamHub {
   /** To every tab: over the channel, and to this tab's own source (a channel does not echo). @param {HubMessage} message */
   post(message) {
     if (this.stopped) return;
+    if (LEADER_MESSAGES.has(message.t)) message = { ...message, term: this.term };
     this.channel?.postMessage(message);
     this.onChannel(message, true);
+  }
+
+  /** (Re)arms the follower's watch on the leader: silence past takeoverMs, and it takes over. */
+  watchLeader() {
+    this.env.clearTimeout(this.takeoverTimer);
+    if (this.stopped || this.leading) return;
+    const ms = this.takeoverMs * (1 + TAKEOVER_JITTER * this.env.random());
+    this.takeoverTimer = this.env.setTimeout(() => {
+      if (this.stopped || this.leading) return;
+      if (!this.source) return this.watchLeader(); // nothing to receive: nothing to repair
+      this.requestLock(true); // the holder is silent: steal the lock
+    }, ms);
   }
 
   /**
@@ -269,6 +325,13 @@ class StreamHub {
    * @param {HubMessage} message @param {boolean} [own]
    */
   onChannel(message, own = false) {
+    if (!own && LEADER_MESSAGES.has(message.t)) {
+      const term = Number(message.term) || 0;
+      if (term < this.term) return; // a deposed leader's late word: nobody applies it
+      if (this.leading && term > this.term) this.deposed(); // a newer leader took the lock over
+      this.term = term;
+      this.watchLeader();
+    }
     if (this.leading) this.onTabMessage(message);
     if (own && (message.t === "attach" || message.t === "detach")) return;
     const source = this.source;
@@ -311,6 +374,9 @@ class StreamHub {
   /** This tab got the lock. Every tab attaches again, with what it has. */
   lead() {
     this.leading = true;
+    this.env.clearTimeout(this.takeoverTimer);
+    // Above every term heard, and later than any earlier leader's (a clock).
+    this.term = Math.max(this.term + 1, this.env.now());
     this.pages.clear();
     this.post({ t: "leader" });
     if (this.source) this.onTabMessage({ t: "attach", page: this.source.page, last: this.source.last });
@@ -318,14 +384,44 @@ class StreamHub {
 
   /** Closes the stream and gives up the lock (the tabs' sources wait for the next leader). */
   resign() {
+    this.channel?.postMessage({ t: "down", term: this.term });
+    this.abdicate();
+    this.releaseLock?.();
+    this.releaseLock = null;
+  }
+
+  /** Stops leading (the stream closed, timers cleared); the lock is not touched. */
+  abdicate() {
     this.leading = false;
     this.closeStream();
     this.env.clearTimeout(this.reopenTimer);
     this.env.clearTimeout(this.retryTimer);
+    this.reopenTimer = undefined;
+    this.retryTimer = undefined;
     this.pages.clear();
-    this.channel?.postMessage({ t: "down" });
-    this.releaseLock?.();
-    this.releaseLock = null;
+  }
+
+  /**
+   * Another tab took the lock over while this one was silent (frozen, stuck):
+   * it leads now. Stop leading without a word (the new leader speaks), queue
+   * for the lock again and ask the new leader for this tab's page.
+   */
+  deposed() {
+    this.abdicate();
+    this.releaseLock = null; // the lock is the stealer's already
+    if (this.stopped) return;
+    this.requestLock(false);
+    this.watchLeader();
+    const source = this.source;
+    if (source) {
+      if (source.readyState === SharedSource.OPEN) {
+        source.readyState = SharedSource.CONNECTING;
+        source.emit("error");
+      }
+      this.post({ t: "detach", page: source.page });
+      this.attachTries = 0;
+      this.sendAttach();
+    }
   }
 
   /** A tab's attach or detach, as the leader sees it. @param {HubMessage} message */
@@ -342,6 +438,8 @@ class StreamHub {
         this.scheduleReopen();
       } else if (this.streamOpen && this.streamPages.has(message.page)) {
         this.post({ t: "open", pages: [message.page] });
+      } else {
+        this.post({ t: "alive" }); // the stream comes (a reopen or a retry is due)
       }
     } else if (message.t === "detach") {
       // Not reopened for this: the stream stops carrying it at its next reopen.

@@ -1281,7 +1281,7 @@ function sharedHub(env, config) {
   const name = `athena:${config.shared.key}`;
   return new StreamHub({
     EventSource: env.EventSource, BroadcastChannel, locks, setTimeout: env.setTimeout,
-    clearTimeout: env.clearTimeout, random: env.random, baseURI: env.document.baseURI,
+    clearTimeout: env.clearTimeout, random: env.random, now: env.now, baseURI: env.document.baseURI,
   }, { channel: name, lock: name, events: config.shared.events, heartbeatMs: config.heartbeatMs });
 }
 

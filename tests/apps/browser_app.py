@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import gevent
+import gevent.event
 from flask import Flask, abort, jsonify, render_template, request
 
 from flask_athena import Athena, LiveElement, LivePage, expose, signals
@@ -34,6 +35,9 @@ class Stats:
         self.pokes = 0
         #: How many times Probe.slow_count finished (cancellation tests).
         self.slow_runs = 0
+        #: Probe.held_count calls waiting for ``POST /control/release`` now.
+        self.holding = 0
+        self.gate = gevent.event.Event()
         #: Why each closed page closed, by page id (the ``page_closed`` signal):
         #: ``"closed"`` is the browser's close beacon.
         self.closed: dict[str, str] = {}
@@ -125,6 +129,22 @@ class Probe(LiveElement):
     def slow_count(self, seconds: float) -> int:
         """Take ``seconds``, then count the run (cancellation tests)."""
         gevent.sleep(seconds)
+        self.stats.slow_runs += 1
+        return self.stats.slow_runs
+
+    @expose
+    def held_count(self) -> int:
+        """Wait until a test releases it (``POST /control/release``), then count
+        the run like :meth:`slow_count`: a call the server holds for as long as
+        the test needs, so a test proves "while the server still held it" by
+        reading ``holding`` instead of by a clock."""
+        self.stats.holding += 1
+        self.stats.gate.clear()
+        try:
+            if not self.stats.gate.wait(timeout=60):
+                raise RuntimeError("held_count: not released within 60 s")
+        finally:
+            self.stats.holding -= 1
         self.stats.slow_runs += 1
         return self.stats.slow_runs
 
@@ -304,7 +324,21 @@ def create_app() -> Flask:
 
     @app.get("/control/stats")
     def control_stats() -> Any:
-        return jsonify({"pokes": stats.pokes, "pages": len(athena.state(app).pages)})
+        return jsonify(
+            {
+                "pokes": stats.pokes,
+                "pages": len(athena.state(app).pages),
+                "holding": stats.holding,
+                "slow_runs": stats.slow_runs,
+            }
+        )
+
+    @app.post("/control/release")
+    def control_release() -> Any:
+        """Let the Probe.held_count calls waiting now finish."""
+        held = stats.holding
+        stats.gate.set()
+        return jsonify({"released": held})
 
     @app.get("/control/closed")
     def control_closed() -> Any:

@@ -13,7 +13,6 @@ of a message while both sides are busy.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,7 +108,6 @@ def test_outage_delivers_everything_exactly_once_in_order_both_ways(
     # The outage: every connection through the proxy is cut, and every new
     # one is reset.
     assert proxy.start_outage() >= 1
-    cut_at = time.monotonic()
     live.wait("document.documentElement.dataset.athenaStatus === 'disconnected'")
     relay.push(10, 30, pause=0.02)  # the server keeps calling the browser...
     relay.send(range(10, 25))  # ... and the browser keeps calling the server
@@ -132,13 +130,11 @@ def test_outage_delivers_everything_exactly_once_in_order_both_ways(
     assert live.status() == "disconnected"
     live.screenshot("relay_outage_banner")
 
-    outage = time.monotonic() - cut_at
     # The network is back: replay from the outbox, retry with the same seqs.
     proxy.end_outage()
     relay.check(40)
     live.wait_hidden(".athena-banner")
     assert live.status() == "connected"
-    assert outage > 2, f"the outage lasted only {outage:.2f}s"
 
     # A second fault: the stream is cut in the middle of the next SSE
     # message (#40) while both sides are busy.

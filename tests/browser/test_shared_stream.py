@@ -299,3 +299,44 @@ def test_switched_off_every_tab_has_a_stream_of_its_own(new_context: ContextFact
         assert [line.split(": ", 1)[1] for line in said(tabs)] == ["own 0", "own 1", "own 2"]
     finally:
         server.stop()
+
+
+def test_a_leader_that_stops_running_is_replaced_and_rejoins_when_it_runs_again(
+    new_context: ContextFactory,
+) -> None:
+    # A tab can stop running without a freeze event (Firefox and WebKit fire
+    # none; a stuck or paused tab): it keeps the lock and relays nothing.
+    # Here its JS is paused in the debugger. After 2.5 heartbeats and some
+    # slack of silence another tab takes the lock over; when the tab runs
+    # again, what it relays late is ignored, and it rejoins as a follower.
+    server = start_server(EXAMPLE_APP, "shared-stream-stuck", heartbeat=2, page_timeout=120)
+    try:
+        context = new_context()
+        context.add_init_script(GONE_LOG)
+        tabs = [open_tab(context, server.url, "stuck") for _ in range(3)]
+        leader = leader_of(tabs)
+        others = [t for t in tabs if t is not leader]
+        say(others[0], "before")
+        wait_all_see(tabs, 1)
+        cdp = context.new_cdp_session(leader.page)
+        cdp.send("Debugger.enable")
+        cdp.send("Debugger.pause")  # takes effect at its next task (a heartbeat at the latest)
+        say(others[1], "while stuck")
+        for tab in others:
+            expect(tab.page.locator(MESSAGES)).to_have_count(2, timeout=60_000)
+        new_leader = leader_of(others)
+        cdp.send("Debugger.resume")
+        cdp.send("Debugger.disable")
+        wait_all_see(tabs, 2)
+        say(leader, "running again")
+        wait_all_see(tabs, 3)
+        assert leader_of(tabs) is new_leader
+        assert [line.split(": ", 1)[1] for line in said(tabs)] == [
+            "before",
+            "while stuck",
+            "running again",
+        ]
+        for tab in tabs:
+            assert not tab.errors, tab.errors
+    finally:
+        server.stop()

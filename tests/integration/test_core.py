@@ -6,8 +6,8 @@ The app runs under ``gunicorn -k gevent -w 1`` with a 0.2 s heartbeat and a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -57,17 +57,16 @@ def test_stream_headers_retry_and_heartbeats(page: ProtocolClient) -> None:
         for _ in range(6):
             event = stream.next_event(timeout=3)
             assert event is not None
-            beats.append((time.monotonic(), event))
+            beats.append(event)
         # The stream opens with its reconnect delay, before any event.
         assert bytes(stream.raw).startswith(b"retry: ")
         assert stream.parser.retry == 1000
-    for _, event in beats:
+    # An idle stream keeps getting heartbeats (each waited for with a
+    # deadline of many ATHENA_HEARTBEAT periods; their pace is bench/'s).
+    for event in beats:
         assert event.event == "heartbeat"
         assert event.id is None  # heartbeats never move Last-Event-ID
         assert event.json() == {}
-    gaps = [later[0] - earlier[0] for earlier, later in zip(beats, beats[1:])]
-    assert all(0.5 * HEARTBEAT < gap < 3 * HEARTBEAT for gap in gaps), gaps
-    assert sum(gaps) / len(gaps) == pytest.approx(HEARTBEAT, rel=0.5)
 
 
 def test_post_call_reaches_stream_as_numbered_messages_in_order(page: ProtocolClient) -> None:
@@ -138,11 +137,17 @@ def test_page_freed_after_page_timeout_without_stream(
     with page.stream() as stream:
         assert stream.next_event(timeout=3) is not None
         wait_until(lambda: page_state(server.url, page.page_id)["stream_attached"], timeout=5)
-    closed_at = time.monotonic()
     # The server notices the dead stream on its next heartbeat write, then
-    # waits ATHENA_PAGE_TIMEOUT more.
-    wait_until(lambda: not page_state(server.url, page.page_id)["open"], timeout=10 * PAGE_TIMEOUT)
-    assert time.monotonic() - closed_at >= 0.9 * PAGE_TIMEOUT
+    # waits ATHENA_PAGE_TIMEOUT more: the page is seen open without a stream
+    # before it is freed (not freed when its stream went).
+    states: list[dict[str, Any]] = []
+
+    def freed() -> bool:
+        states.append(page_state(server.url, page.page_id))
+        return not states[-1]["open"]
+
+    wait_until(freed, timeout=10 * PAGE_TIMEOUT)
+    assert any(s["open"] and not s["stream_attached"] for s in states), states[-5:]
 
     with page.stream(last_event_id=0) as stream:
         events = stream.until_end(timeout=5)

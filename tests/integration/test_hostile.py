@@ -43,6 +43,8 @@ LIMITS = {
     # Longer than any test here takes: pages go because they are evicted or
     # closed, never because they timed out meanwhile.
     "ATHENA_PAGE_TIMEOUT": "300",
+    # 64 KiB of unacknowledged messages per page (the default is 256 KiB).
+    "ATHENA_OUTBOX_BYTES": "65536",
     "SECRET_KEY": "hostile-test-secret",
 }
 
@@ -270,40 +272,36 @@ def test_lone_surrogate_todo_item_is_added_not_a_500(target: Target) -> None:
 # -- floods ---------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(300)
-def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> None:
-    # What broke: the session limit does nothing without a cookie; ~600 page
-    # loads + joins took a worker to 3 GB, and Redis kept 2 keys per page.
-    flood = 200
+def page_alive(target: Target, config: dict[str, Any], cookies: dict[str, str]) -> bool:
+    response = requests.post(
+        target.url + config["calls"],
+        data='{"messages": []}',
+        cookies=cookies,
+        headers={
+            "Content-Type": "application/json",
+            "Origin": target.url,
+            "X-Athena-Token": config["token"],
+        },
+        timeout=10,
+    )
+    assert response.status_code in (200, 404), response.text
+    return response.status_code == 200
+
+
+def cookieless_flood(
+    target: Target, address: str, flood: int
+) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """``flood`` chat pages loaded without a cookie from ``address``, each
+    joining the room; returns each page's config and cookies."""
     limit = int(LIMITS["ATHENA_MAX_PAGES_PER_CLIENT"])
-    workers = len(target.worker_pids())
-    rss_before = target.rss_kib()
-    attacker = session_from("127.0.0.2")
-    deadline = time.monotonic() + 90
+    attacker = session_from(address)
     made: list[tuple[dict[str, Any], dict[str, str]]] = []
-
-    def alive(config: dict[str, Any], cookies: dict[str, str]) -> bool:
-        response = requests.post(
-            target.url + config["calls"],
-            data='{"messages": []}',
-            cookies=cookies,
-            headers={
-                "Content-Type": "application/json",
-                "Origin": target.url,
-                "X-Athena-Token": config["token"],
-            },
-            timeout=10,
-        )
-        assert response.status_code in (200, 404), response.text
-        return response.status_code == 200
-
     for n in range(flood):
         if n == 3 * limit and target.redis is None:
             # The flood pushes out its own oldest pages (at `limit`, the
             # next one evicts the oldest). With two workers the kernel may
             # hand one of them most connections: there the Redis keys count.
-            assert not any(alive(*page) for page in made[:limit])
-        assert time.monotonic() < deadline, "the flood took too long"
+            assert not any(page_alive(target, *page) for page in made[:limit])
         attacker.cookies.clear()
         response = attacker.get(target.url + "/chat", timeout=10)
         assert response.status_code == 200
@@ -335,18 +333,12 @@ def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> Non
         )
         # 404: the page was evicted already (the flood pushes out its own).
         assert joined.status_code in (200, 404), joined.text
-    rss_flood = target.rss_kib()
-    if target.redis is not None:
-        # Two keys per page (page + outbox), at most `limit` pages per worker.
-        keys = target.redis.keys("athena:page:*") + target.redis.keys("athena:out:*")
-        assert len(keys) <= 2 * limit * workers, (len(keys), flood)
-    # Another user meanwhile: unaffected.
-    alice, alice_stream = chatter(target.url, "alice")
-    assert_room_works([alice_stream], (alice, "still fine"))
-    assert alice.close() == 204
-    alice_stream.stop()
-    # The flood ends: the attacker closes its pages (evicted ones answer
-    # 204 too), and nothing of it is left in Redis.
+    return made
+
+
+def end_flood(target: Target, made: list[tuple[dict[str, Any], dict[str, str]]]) -> None:
+    """The attacker closes its pages (evicted ones answer 204 too); nothing
+    of them is left in Redis."""
     for config, cookies in made:
         closed = requests.post(
             target.url + config["close"],
@@ -365,11 +357,48 @@ def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> Non
             return [key for key in keys if key.rsplit(":", 1)[1] in ids]
 
         wait_until(lambda: not flood_keys(), timeout=60)
-    rss_after = target.rss_kib()
-    print(f"RSS KiB ({workers} workers): before {rss_before}, flood {rss_flood}, after {rss_after}")
+
+
+@pytest.mark.timeout(300)
+def test_cookieless_page_flood_stays_bounded_and_is_freed(target: Target) -> None:
+    # What broke: the session limit does nothing without a cookie; ~600 page
+    # loads + joins took a worker to 3 GB (which it kept after every page
+    # closed), and Redis kept 2 keys per page.
+    flood = 200
+    limit = int(LIMITS["ATHENA_MAX_PAGES_PER_CLIENT"])
+    workers = len(target.worker_pids())
+    rss_before = target.rss_kib()
+    made = cookieless_flood(target, "127.0.0.2", flood)
+    rss_flood = target.rss_kib()
+    if target.redis is not None:
+        # Two keys per page (page + outbox), at most `limit` pages per worker.
+        keys = target.redis.keys("athena:page:*") + target.redis.keys("athena:out:*")
+        assert len(keys) <= 2 * limit * workers, (len(keys), flood)
+    # Another user meanwhile: unaffected.
+    alice, alice_stream = chatter(target.url, "alice")
+    assert_room_works([alice_stream], (alice, "still fine"))
+    assert alice.close() == 204
+    alice_stream.stop()
+    end_flood(target, made)
+    rss_after = [target.rss_kib()]
     # 20 pages per worker, each a few KiB plus an outbox bounded in bytes:
     # a few MB; the old code grew by hundreds of MB here.
     assert rss_flood - rss_before < 64 * 1024 * workers
+    # Memory after a flood is reused by the next: more floods from other
+    # addresses (the same work again) leave the workers no more than a few
+    # MiB over where the first left them: what grows is the session-cookie
+    # cache (bounded, 4,096 cookies). docs/decisions.rst has the figures and
+    # why RSS does not drop all the way back (the allocator keeps freed
+    # memory for reuse). A leak of 20 KiB per page would pass 4 MiB.
+    for round_ in range(ROUNDS):
+        end_flood(target, cookieless_flood(target, f"127.0.1.{round_ + 2}", flood))
+        rss_after.append(target.rss_kib())
+    print(f"RSS KiB ({workers} workers): before {rss_before}, flood {rss_flood}, after {rss_after}")
+    assert max(rss_after[1:]) - rss_after[0] < 4 * 1024 * workers, rss_after
+
+
+#: Floods after the first in the flood test (each ~10 s).
+ROUNDS = 2
 
 
 @pytest.mark.timeout(300)
@@ -425,6 +454,72 @@ def test_stream_hoarder_does_not_starve_other_users(mode: str, redis_instance: R
             sock.close()
         server.stop()
     assert "Traceback" not in Path(server.log_path).read_text(errors="replace")
+
+
+@pytest.mark.timeout(180)
+def test_big_messages_to_a_page_nobody_reads_stay_bounded_in_bytes(target: Target) -> None:
+    # What broke: the Redis outbox was bounded in messages only (XADD
+    # MAXLEN = ATHENA_OUTBOX_SIZE, 1,000): a page whose browser never reads
+    # kept 1,000 messages of any size, in the owner's memory and in Redis.
+    bound = int(LIMITS["ATHENA_OUTBOX_BYTES"])
+    quiet = Page(target.url, "/chat")  # in the room, never reads its stream
+    quiet.call("setUsername", "quiet")
+    loud = Page(target.url, "/chat")
+    loud.call("setUsername", "loud")
+    count, batch = 200, 50
+    big = "\U0001f600" * 490  # ~2 KB of UTF-8 per line: 400 KB in all
+    for start in range(0, count, batch):
+        calls = [loud.next_call("say", f"{n:04d}{big}")[0] for n in range(start, start + batch)]
+        _, status, body = loud.post(calls)
+        assert status == 200, body
+        assert all("ok" in result for result in body["results"]), body
+    last_text = f"{count - 1:04d}{big}"
+    if target.redis is not None:
+        client = target.redis.client()
+        key = f"athena:out:{quiet.id}"
+
+        def newest() -> Any:
+            entries = client.xrevrange(key, count=1)
+            return json.loads(entries[0][1]["d"]) if entries and entries[0][1]["d"] else None
+
+        wait_until(lambda: (newest() or {}).get("args") == ["loud", last_text], timeout=30)
+        # Redis keeps what the byte bound keeps: a few dozen lines, not 200.
+        entries = client.xrange(key)
+        assert len(entries) < count // 4, len(entries)
+        assert sum(len(fields["d"].encode()) for _, fields in entries) <= bound
+        usage = client.memory_usage(key, samples=0)
+        assert usage is not None and usage < 2 * bound, usage
+        first = int(entries[0][0].split("-")[0])
+        last = int(entries[-1][0].split("-")[0])
+        assert [int(eid.split("-")[0]) for eid, _ in entries] == list(range(first, last + 1))
+    # A reconnect that still needs the first messages is told the page is
+    # gone, whichever worker takes it (fresh connections: either worker).
+    for _ in range(4):
+        late = Stream(quiet)
+        late.start()
+        late.join(timeout=30)
+        assert late.gone == "outbox-trimmed", (late.gone, late.status, late.messages[:1])
+    if target.redis is not None:
+        # Otherwise exactly once, in order: a reconnect from just before the
+        # oldest message kept gets every message kept, on any worker (the
+        # owner replays its own copy, the other worker reads Redis).
+        for _ in range(3):
+            replay = Stream(quiet)
+            replay.last = first - 1
+            replay.start()
+            wait_until(lambda r=replay: r.last >= last or r.gone is not None, timeout=30)
+            replay.stop()
+            assert replay.gone is None
+            assert [seq for seq, _ in replay.messages][: last - first + 1] == list(
+                range(first, last + 1)
+            )
+            assert replay.heard()[-1] == ["loud", last_text]
+    # Meanwhile everyone else: unaffected.
+    alice, alice_stream = chatter(target.url, "alice")
+    assert_room_works([alice_stream], (alice, "after the big lines"))
+    for page in (alice, quiet, loud):
+        assert page.close() == 204
+    alice_stream.stop()
 
 
 # -- bodies ----------------------------------------------------------------------------

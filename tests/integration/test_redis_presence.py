@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -221,12 +220,9 @@ def test_a_killed_workers_users_leave_every_list(
         user.enter()
     wait_all_see(everyone, {u.name for u in everyone})
     os.kill(victim, signal.SIGKILL)
-    killed_at = time.monotonic()
     # Its liveness key expires within 5 s, a survivor reaps within 2 s more;
     # streams the victim served reconnect elsewhere and replay.
     wait_all_see(watchers, {u.name for u in watchers}, timeout=30)
-    took = time.monotonic() - killed_at
-    assert took < 30, took
     for user in watchers:
         for dead in doomed:
             assert user.leaves_of(dead.name) == 1

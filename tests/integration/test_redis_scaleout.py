@@ -45,7 +45,14 @@ def settings(redis: RedisServer) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer) -> Iterator[LiveServer]:
-    env = {**settings(redis_server), "ATHENA_OUTBOX_SIZE": str(OUTBOX)}
+    env = {
+        **settings(redis_server),
+        "ATHENA_OUTBOX_SIZE": str(OUTBOX),
+        # The bound under test here is the message count (the stuck-stream
+        # test floods 15 MB that must stay replayable): the byte bound is
+        # raised above it (test_hostile tests the byte bound in Redis).
+        "ATHENA_OUTBOX_BYTES": str(64 * 1024 * 1024),
+    }
     server = LiveServer("tests.apps.redis_app:app", "redis-3-workers", workers=3, env=env)
     server.start()
     yield server
@@ -275,10 +282,8 @@ def test_owner_killed_its_pages_are_gone_others_keep_working(
         wait_until(lambda: all(s.served_by for s in streams.values()), timeout=30)
         assert moving.served_by[0] == victim
         os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
         # Its pages: the streams say gone, promptly (liveness TTL 3 s).
         wait_until(lambda: all(streams[p.id].gone for p in doomed), timeout=8)
-        assert time.monotonic() - killed_at < 8
         for page in doomed:
             assert streams[page.id].gone in ("owner-gone", "unknown-page")
             _, status, body = page.post(page.next_call("bump"))

@@ -27,25 +27,40 @@ function fakeChannels() {
   return FakeChannel;
 }
 
-/** navigator.locks: exclusive, granted in request order; crash() frees a lock as a dying tab does. */
+/**
+ * navigator.locks: exclusive, granted in request order; `steal` takes a held
+ * lock at once (the holder's request rejects with AbortError, as the spec
+ * says); crash() frees a lock as a dying tab does.
+ */
 function fakeLocks() {
   const queues = new Map();
   const held = new Map();
-  const pump = (name) => {
-    if (held.has(name)) return;
-    const next = (queues.get(name) ?? []).shift();
-    if (!next) return;
+  const grant = (name, next) => {
     held.set(name, next);
     Promise.resolve(next.callback()).then(() => {
       if (held.get(name) === next) { held.delete(name); pump(name); }
       next.resolve();
     });
   };
+  const pump = (name) => {
+    if (held.has(name)) return;
+    const next = (queues.get(name) ?? []).shift();
+    if (next) grant(name, next);
+  };
   return {
     held,
     request(name, options, callback) {
       return new Promise((resolve, reject) => {
         const entry = { callback, resolve };
+        if (options.steal) {
+          const holder = held.get(name);
+          if (holder) holder.resolve = () => {};
+          held.delete(name);
+          holder?.reject(new DOMException("stolen", "AbortError"));
+          grant(name, entry);
+          return;
+        }
+        entry.reject = reject;
         if (!queues.has(name)) queues.set(name, []);
         queues.get(name).push(entry);
         options.signal?.addEventListener("abort", () => {
@@ -69,7 +84,7 @@ function fakeBrowser() {
   const tabs = [];
   let pageCount = 0;
   const browser = {
-    clock, EventSource, locks, tabs,
+    clock, EventSource, BroadcastChannel, locks, tabs,
     /** Opens a tab: its Runtime, its hub, its page p<n>. */
     async open() {
       pageCount += 1;
@@ -78,7 +93,7 @@ function fakeBrowser() {
       Object.assign(env, { setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, now: clock.now, clock });
       const hub = new StreamHub({
         EventSource, BroadcastChannel, locks, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout,
-        random: () => 0.5, baseURI: env.document.baseURI,
+        random: () => 0.5, now: clock.now, baseURI: env.document.baseURI,
       }, { channel: "athena:k", lock: "athena:k", events: "/_athena/events", heartbeatMs: 15000 });
       env.EventSource = sharedSourceClass(hub, page);
       const rt = new Runtime(env, pageConfig({
@@ -364,4 +379,66 @@ test("a stale attach never lowers a page's id on the stream (the tab may have ac
   assert.equal(browser.EventSource.instances.length, count, "reopened for a stale attach");
   assert.equal(a.hub.pages.get("p2"), 5);
   assert.deepEqual(b.seen, ["b1", "b2", "b3", "b4", "b5"]);
+});
+
+
+test("a leader that falls silent is replaced; a late relay of its term is ignored; woken, it rejoins", async () => {
+  // A tab can stop running without a freeze event (Firefox and WebKit fire
+  // none; a paused or stuck tab): it keeps the lock and relays nothing.
+  const browser = fakeBrowser();
+  const [a, b, c] = [await browser.open(), await browser.open(), await browser.open()];
+  const old = browser.stream();
+  old.open();
+  send(old, "p2", 1, "b1");
+  send(old, "p3", 1, "c1");
+  await settle();
+  // a freezes: it hears nothing and none of its timers run.
+  const { onmessage } = a.hub.channel;
+  a.hub.channel.onmessage = null;
+  browser.clock.clearTimeout(a.hub.watchdog);
+  const awake = a.hub.env;
+  a.hub.env = { ...awake, setTimeout: () => undefined, clearTimeout: () => {} };
+  browser.clock.clearTimeout(a.rt.watchdog);
+  const runtimeTimers = { setTimeout: a.env.setTimeout, clearTimeout: a.env.clearTimeout };
+  Object.assign(a.env, { setTimeout: () => undefined, clearTimeout: () => {} });
+  // No word from the leader for 2.5 heartbeats + slack (+ jitter): a tab steals the lock.
+  await browser.clock.advance(15_000 * 2.5 + 10_000);
+  assert.deepEqual(browser.leaders().filter((t) => t !== a), []);
+  await browser.clock.advance(15_000);
+  const leaders = browser.leaders().filter((t) => t !== a);
+  assert.equal(leaders.length, 1);
+  const es = browser.EventSource.instances.at(-1);
+  assert.notEqual(es, old);
+  // (The fake locks reject a's request at once, so a's attach went out
+  // while it slept; a real frozen tab sends it when it wakes.)
+  assert.deepEqual(browser.pagesOf(es), { p1: 0, p2: 1, p3: 1 });
+  es.open();
+  // The silent leader's stream still had a message; relayed late, with its
+  // old term, nobody applies it (the new stream replays it in order).
+  const stale = new browser.BroadcastChannel("athena:k");
+  stale.postMessage({ t: "msg", page: "p2", id: "2", data: JSON.stringify({ type: "call", widget: null, method: "hear", args: ["stale"] }), term: a.hub.term });
+  stale.close();
+  await settle();
+  send(es, "p2", 2, "b2");
+  send(es, "p3", 2, "c2");
+  await settle();
+  assert.deepEqual(b.seen, ["b1", "b2"]);
+  assert.deepEqual(c.seen, ["c1", "c2"]);
+  // a wakes: its lock was taken, so it leads no more and asks the new leader for its page.
+  a.hub.env = awake;
+  Object.assign(a.env, runtimeTimers);
+  a.hub.channel.onmessage = onmessage;
+  assert.equal(a.hub.leading, false);
+  a.hub.deposed(); // the lock's rejection, as a woken tab gets it: ask again from its last id
+  await browser.clock.advance(100);
+  const again = browser.EventSource.instances.at(-1);
+  assert.deepEqual(browser.pagesOf(again), { p1: 0, p2: 2, p3: 2 });
+  again.open();
+  send(again, "p1", 1, "a1");
+  send(again, "p2", 3, "b3");
+  await settle();
+  assert.deepEqual(a.seen, ["a1"]);
+  assert.deepEqual(b.seen, ["b1", "b2", "b3"]);
+  assert.equal(browser.leaders().length, 1);
+  for (const tab of [a, b, c]) assert.equal(tab.rt.status, "connected", tab.page);
 });

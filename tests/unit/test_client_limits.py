@@ -115,7 +115,7 @@ def test_closed_pages_leave_the_client_tables(app_with: Callable[..., Flask]) ->
         assert page.close() == 204
     limits = state_of(app).limits
     assert limits.client_pages == {}
-    assert limits._page_client == {}
+    assert limits.page_clients == {}
 
 
 # -- streams ---------------------------------------------------------------------

@@ -41,7 +41,7 @@ def test_server_adds_past_the_item_limit_is_refused_in_the_call_without_tracebac
             with pytest.raises(CallFailed) as failed:
                 page.call(1, "server_adds")
             assert failed.value.code == "bad-arguments"
-    assert todos._adding is None  # no greenlet was spawned
+    assert todos.adding is None  # no greenlet was spawned
     assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
 
 
@@ -50,12 +50,12 @@ def test_server_adds_runs_one_greenlet_per_list(app: Flask) -> None:
     page = AthenaClient(app).open("/todo")
     todos = todo_list(page)
     assert page.call(1, "server_adds", "first") is None
-    adding = todos._adding
+    adding = todos.adding
     assert adding is not None
     with pytest.raises(CallFailed) as failed:
         page.call(1, "server_adds", "second")
     assert failed.value.code == "bad-arguments"
-    assert todos._adding is adding
+    assert todos.adding is adding
     adding.join(timeout=10)
     assert adding.successful()
     assert [c[0] for c in page.received_calls("insert_item")] != []
@@ -65,7 +65,7 @@ def test_server_adds_runs_one_greenlet_per_list(app: Flask) -> None:
 def test_a_pending_server_add_dies_with_its_page(app: Flask) -> None:
     page = AthenaClient(app).open("/todo")
     assert page.call(1, "server_adds") is None
-    adding = todo_list(page)._adding
+    adding = todo_list(page).adding
     assert adding is not None
     assert page.close() == 204
     gevent.sleep(0)

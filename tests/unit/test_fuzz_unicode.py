@@ -25,8 +25,17 @@ from flask_athena.testing import AthenaClient, TestPage
 
 from .widgets import Recorder
 
-#: Every code point: surrogates (Cs) and non-characters (U+FFFE, U+FDD0...) too.
-any_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=12)
+#: Every code point, lone surrogates (Cs) and non-characters (U+FFFE, U+FDD0...)
+#: included and drawn often. (``st.characters`` alone never yields a
+#: surrogate: Hypothesis leaves out category Cs unless asked, and among 1.1
+#: million code points the 2,048 surrogates would be rare anyway; ``st.text``
+#: drops them too, hence lists of characters joined.)
+any_char = st.one_of(
+    st.characters(min_codepoint=0, max_codepoint=0x10FFFF),
+    st.integers(0xD800, 0xDFFF).map(chr),
+    st.sampled_from(["\ufffe", "\uffff", "\ufdd0", "\ufdef", "\U0010ffff", "\x00", "\u2028"]),
+)
+any_text = st.lists(any_char, max_size=12).map("".join)
 json_like = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), any_text),
     lambda children: st.one_of(
@@ -76,10 +85,15 @@ class UnicodeStorm(RuleBasedStateMachine):
         self.pages: list[TestPage] = []
         #: page id -> ids of the frames read so far
         self.seen: dict[str, int] = {}
+        self.opened = False
 
     def teardown(self) -> None:
         for page in self.pages:
             page.disconnect()
+        # The greenlet that serves every page of the worker (the reaper)
+        # outlived the storm: no string killed it.
+        state = self.app.extensions["athena"]
+        assert state.reaper_running or not self.opened
         self.athena.shutdown(self.app)
 
     def check(self, response_status: int, body: Any) -> None:
@@ -89,6 +103,7 @@ class UnicodeStorm(RuleBasedStateMachine):
     @rule(which=st.integers(0, 1))
     def open_page(self, which: int) -> None:
         self.pages.append(self.clients[which].open())
+        self.opened = True
 
     @precondition(lambda self: bool(self.pages))
     @rule(n=st.integers(0, 5), value=json_like)

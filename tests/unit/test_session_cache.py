@@ -211,7 +211,10 @@ def test_cached_sessions_save_like_flask_sessions(
     assert seen[0] == seen[1]
     assert [set_ for set_, _, _ in seen[0]] == [False, True, True, refresh, False]
     assert [deleted for _, deleted, _ in seen[0]] == [False, False, False, False, True]
-    assert {vary for _, _, vary in seen[0]} == {"Cookie"}
+    # Vary: Cookie on every answer that read the session; Flask before 3.0
+    # sends none with the deletion (the last step): the comparison with
+    # Flask's own interface above covers that step in both versions.
+    assert {vary for _, _, vary in seen[0][:-1]} == {"Cookie"}
 
 
 def test_request_context_of_an_exposed_method(make_app: Callable[..., Flask]) -> None:
