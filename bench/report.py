@@ -166,7 +166,11 @@ def _fig(figure: str, key: str, digits: int = 1) -> Callable[[dict[str, Any]], s
     return cell
 
 
-def _f1_level(level: int) -> Callable[[dict[str, Any]], str]:
+def _f1_cell(
+    level: int, show: Callable[[dict[str, Any]], str | None]
+) -> Callable[[dict[str, Any]], str]:
+    """A table cell for one F1 level: ``show`` renders that level's entry (None: not there)."""
+
     def cell(figures: dict[str, Any]) -> str:
         f1 = figures.get("F1")
         if not f1:
@@ -177,34 +181,29 @@ def _f1_level(level: int) -> Callable[[dict[str, Any]], str]:
             return "n/s"
         for lv in f1.get("levels", []):
             if lv["level"] == level:
-                if "skipped" in lv:
-                    return "skipped"
-                if lv["failures"]:
-                    return f"{lv['failures']} failed"
-                return _fmt(lv["rss_per_page_kib"])
+                shown = show(lv)
+                if shown is not None:
+                    return shown
         return "-"
 
     return cell
 
 
-def _f1_push(level: int) -> Callable[[dict[str, Any]], str]:
-    def cell(figures: dict[str, Any]) -> str:
-        f1 = figures.get("F1")
-        if not f1:
-            return "-"
-        if "error" in f1:
-            return "ERROR"
-        if f1.get("supported") is False:
-            return "n/s"
-        for lv in f1.get("levels", []):
-            if lv["level"] == level and "push" in lv:
-                push = lv["push"]
-                if push["reached"] != push["pages"]:
-                    return f"{push['pages'] - push['reached']:,} missed"
-                return _fmt(push["last_ms"], 0)
-        return "-"
+def _f1_rss(lv: dict[str, Any]) -> str:
+    if "skipped" in lv:
+        return "skipped"
+    if lv["failures"]:
+        return f"{lv['failures']} failed"
+    return _fmt(lv["rss_per_page_kib"])
 
-    return cell
+
+def _f1_push_ms(lv: dict[str, Any]) -> str | None:
+    push = lv.get("push")
+    if push is None:
+        return None
+    if push["reached"] != push["pages"]:
+        return f"{push['pages'] - push['reached']:,} missed"
+    return _fmt(push["last_ms"], 0)
 
 
 def _f1_held(figures: dict[str, Any]) -> str:
@@ -229,8 +228,8 @@ def _spread(figures: dict[str, Any]) -> str:
 
 def table_rows(levels: Sequence[int], push_levels: Sequence[int] = ()) -> list[Row]:
     rows: list[Row] = [("F1 idle pages held, zero failures", _f1_held)]
-    rows += [(f"F1 RSS KiB/page @ {lv:,}", _f1_level(lv)) for lv in levels]
-    rows += [(f"F1 one push to all @ {lv:,}, ms", _f1_push(lv)) for lv in push_levels]
+    rows += [(f"F1 RSS KiB/page @ {lv:,}", _f1_cell(lv, _f1_rss)) for lv in levels]
+    rows += [(f"F1 one push to all @ {lv:,}, ms", _f1_cell(lv, _f1_push_ms)) for lv in push_levels]
     rows += [
         ("F1 one push to all held pages, ms", _fig("F1", "push_all_ms", 0)),
         ("F2 fan-out to N pages: median ms", _fig("F2", "median_ms")),
