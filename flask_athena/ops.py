@@ -322,14 +322,6 @@ def _on_stream_closed(sender: Any, page: LivePage | None = None, **extra: Any) -
     ops.changed()
 
 
-def _on_messages_sent(
-    sender: Any, page: LivePage | None = None, count: int = 0, replayed: bool = False, **extra: Any
-) -> None:
-    ops = _ops(sender)
-    if ops is not None and ops.metrics is not None:
-        ops.metrics.messages_sent(page, count, replayed)
-
-
 def _on_stream_cut(
     sender: Any, page: LivePage | None = None, reason: str = "", **extra: Any
 ) -> None:
@@ -413,7 +405,6 @@ _RECEIVERS: list[tuple[str, Callable[..., None]]] = [
     ("remote_call_sent", _on_remote_call_sent),
     ("stream_opened", _on_stream_opened),
     ("stream_closed", _on_stream_closed),
-    ("messages_sent", _on_messages_sent),
     ("stream_cut", _on_stream_cut),
     ("page_gone", _on_page_gone),
     ("post_forwarded", _on_post_forwarded),

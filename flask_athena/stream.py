@@ -170,10 +170,23 @@ class StreamBody:
         return None
 
     def count_sent(self, count: int, replayed: bool = False) -> None:
-        """Subclasses: ``count`` messages go to the write now (for metrics)."""
-        if count:
+        """Subclasses: ``count`` messages go to the write now (for metrics).
+
+        A stream writes very often: the app's metrics are counted directly,
+        and ``messages-sent`` is sent only when a receiver is connected (one
+        blinker dispatch per write was ~12% of a fan-out's CPU in the
+        benchmark with nobody listening).
+        """
+        if not count:
+            return
+        ops, signal = self._state.ops, signals.messages_sent
+        metrics = ops.metrics if ops is not None else None
+        if metrics is not None or signal.receivers:
             page = self.local_page()
-            signals.messages_sent.send(self._state.app, page=page, count=count, replayed=replayed)
+            if metrics is not None:
+                metrics.messages_sent(page, count, replayed)
+            if signal.receivers:
+                signal.send(self._state.app, page=page, count=count, replayed=replayed)
 
     def newest(self) -> int | None:
         """Seq of the page's newest message, when this worker knows it."""

@@ -12,7 +12,7 @@ from flask_athena import signals
 from flask_athena.errors import MethodNotFound, WidgetNotFound
 from flask_athena.testing import AthenaClient, collect_signal
 
-from .widgets import Recorder, element
+from .widgets import Recorder, element, first_chunk
 
 Recorded = Callable[[Any, Flask], list[dict[str, Any]]]
 
@@ -95,6 +95,26 @@ def test_call_failed_is_sent_for_client_errors(app: Flask, record: Recorded) -> 
     assert [type(s["error"]) for s in failed] == [MethodNotFound, WidgetNotFound]
     assert [s["element"] for s in failed] == [element(page), None]
     assert received == []  # nothing ran
+
+
+def test_messages_sent_counts_what_each_stream_write_carries(app: Flask, record: Recorded) -> None:
+    # Sent only while a receiver is connected (a stream writes very often):
+    # what this receiver gets is what the app's metrics would count.
+    page = AthenaClient(app).open()
+    box = element(page)
+    box.call_remote("pong", 1)
+    box.call_remote("pong", 2)
+    sent = record(signals.messages_sent, app)
+    assert b"pong" in first_chunk(
+        page.client.flask.get(page.config["events"], buffered=False)
+    )  # first connection: both messages in its first write
+    assert sent == [{"page": page.live, "count": 2, "replayed": False}]
+    box.call_remote("pong", 3)
+    resumed = page.client.flask.get(
+        page.config["events"], buffered=False, headers={"Last-Event-ID": "1"}
+    )
+    assert b"pong" in first_chunk(resumed)
+    assert sent[1:] == [{"page": page.live, "count": 2, "replayed": True}]
 
 
 def test_signals_of_another_app_are_not_received(
