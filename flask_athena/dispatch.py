@@ -46,10 +46,18 @@ def run_message(page: LivePage, message: SequencedMessage) -> Answer:
             return 200, f'{{"seq":{message.seq},"ok":null}}'
         method = registry.resolve(element, message.method, RESERVED_NAMES)
         registry.bind(method, message.args, message.kwargs)
-        signals.call_received.send(app, page=page, element=element, method=method_name)
+        # Metrics directly, signals only when somebody listens (AthenaState.metrics).
+        metrics = page.state.metrics
+        if metrics is not None:
+            metrics.call_started()
+        if signals.call_received.receivers:
+            signals.call_received.send(app, page=page, element=element, method=method_name)
         value = method(*message.args, **message.kwargs)
         reply = f'{{"seq":{message.seq},"ok":{page.encode(value, element)}}}'
-        signals.call_completed.send(app, page=page, element=element, method=method_name)
+        if metrics is not None:
+            metrics.call_ended(page, element, method_name, "ok")
+        if signals.call_completed.receivers:
+            signals.call_completed.send(app, page=page, element=element, method=method_name)
         return 200, reply
     except ClientError as exc:
         _failed(page, element, method_name, exc)

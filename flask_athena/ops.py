@@ -1,10 +1,14 @@
 """Operations: the events that metrics, the inspector, the CLI and the logs share.
 
 flask_athena's core announces what happens through the blinker signals of
-:mod:`flask_athena.signals`. This module connects **one receiver per signal,
-once per process** (when flask_athena is imported, so the set of receivers
-never changes afterwards) and hands each event to the per-app :class:`Ops`
-kept on the app state (``app.extensions["athena"].ops``):
+:mod:`flask_athena.signals`. The four that fire per message or per call
+(``call-received``, ``call-completed``, ``remote-call-sent``,
+``messages-sent``) are sent only when an app connected a receiver; the core
+counts those into the metrics itself (:attr:`AthenaState.metrics
+<flask_athena.state.AthenaState.metrics>`). For every other signal this module
+connects **one receiver per signal, once per process** (when flask_athena is
+imported, so the set of receivers never changes afterwards) and hands each
+event to the per-app :class:`Ops` kept on the app state (``app.extensions["athena"].ops``):
 
 - a structured log record on the ``flask_athena.events`` logger (a child of
   ``flask_athena``) with stable ``extra`` fields (README "Running it in
@@ -265,20 +269,6 @@ def _on_page_closed(sender: Any, page: LivePage, reason: str = "", **extra: Any)
     ops.changed()
 
 
-def _on_call_received(sender: Any, page: LivePage, method: str = "", **extra: Any) -> None:
-    ops = _ops(sender)
-    if ops is not None and ops.metrics is not None:
-        ops.metrics.call_started()
-
-
-def _on_call_completed(
-    sender: Any, page: LivePage, element: LiveElement | None = None, method: str = "", **extra: Any
-) -> None:
-    ops = _ops(sender)
-    if ops is not None and ops.metrics is not None:
-        ops.metrics.call_ended(page, element, method, "ok")
-
-
 def _on_call_failed(
     sender: Any,
     page: LivePage,
@@ -298,12 +288,6 @@ def _on_call_failed(
     ops.record_error("call", code, f"{type(element).__name__ if element else '?'}.{shown}")
     if ops.metrics is not None:
         ops.metrics.call_ended(page, element, method, code)
-
-
-def _on_remote_call_sent(sender: Any, page: LivePage, call: Any, **extra: Any) -> None:
-    ops = _ops(sender)
-    if ops is not None and ops.metrics is not None:
-        ops.metrics.remote_call_sent(page, call)
 
 
 def _on_stream_opened(sender: Any, page: LivePage | None = None, **extra: Any) -> None:
@@ -399,10 +383,7 @@ _RECEIVERS: list[tuple[str, Callable[..., None]]] = [
     ("page_connected", _on_page_connected),
     ("page_disconnected", _on_page_disconnected),
     ("page_closed", _on_page_closed),
-    ("call_received", _on_call_received),
-    ("call_completed", _on_call_completed),
     ("call_failed", _on_call_failed),
-    ("remote_call_sent", _on_remote_call_sent),
     ("stream_opened", _on_stream_opened),
     ("stream_closed", _on_stream_closed),
     ("stream_cut", _on_stream_cut),

@@ -221,7 +221,11 @@ class LivePage:
             call.fail(TooManyPending("too many unanswered calls to this page"))
             call_id = None
         self.outbox.publish(call_message(call_id, widget, method, args_json))
-        signals.remote_call_sent.send(self.state.app, page=self, call=call)
+        metrics = self.state.metrics  # directly; the signal only when somebody listens
+        if metrics is not None:
+            metrics.remote_call_sent(self, call)
+        if signals.remote_call_sent.receivers:
+            signals.remote_call_sent.send(self.state.app, page=self, call=call)
         return call
 
     def expire_calls(self, now: float) -> None:

@@ -22,6 +22,7 @@ from .topics import Topics
 if TYPE_CHECKING:
     from .broker import Broker, RemotePages
     from .extension import Athena
+    from .metrics import AthenaMetrics
     from .ops import Ops
     from .presence import PresenceBackend
     from .stream import StreamBody
@@ -72,6 +73,18 @@ class AthenaState:
         self.proxy_hint_logged = False
         #: Logs, metrics, worker reports (set by :func:`flask_athena.ops.init_app`).
         self.ops: Ops | None = None
+
+    @property
+    def metrics(self) -> AthenaMetrics | None:
+        """The app's Prometheus metrics (``ATHENA_METRICS``), else ``None``.
+
+        The hot paths (a call, a server → browser call, a stream's write)
+        count into them directly and send their signal only when a receiver
+        is connected: one blinker dispatch each, with nobody listening, was
+        a tenth of a fan-out's CPU in the benchmark.
+        """
+        ops = self.ops
+        return ops.metrics if ops is not None else None
 
     # -- pages --------------------------------------------------------------
 
