@@ -335,7 +335,8 @@ class RedisBroker:
     # -- what the page handles use -------------------------------------------
 
     def check_room(self) -> None:
-        """Raise BrokerUnavailable when Redis is not keeping up with new messages."""
+        """Wait (bounded) while the writer's queue is full; raise BrokerUnavailable
+        when it stays full (Redis not keeping up). See ``StreamWriter.check_room``."""
         self._writer.check_room()
 
     def enqueue(self, item: Write) -> None:

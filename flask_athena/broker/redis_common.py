@@ -19,8 +19,11 @@ PAGE_TTL = 15
 PAGE_REFRESH = 5.0
 #: Seconds a forwarded request may wait in an inbox nobody reads.
 INBOX_TTL = 60
-#: Messages queued for the writer before publishing fails (a stalled Redis).
+#: Messages queued for the writer before publishing waits for room.
 MAX_QUEUED = 100_000
+#: Seconds a publish waits for room in a full writer queue (then
+#: BrokerUnavailable: Redis is not keeping up, or unreachable).
+ROOM_WAIT = 10.0
 #: Forwarded requests one worker runs at once (more wait in its inbox).
 MAX_FORWARDED = 500
 #: Redis connections one worker opens at most; more requests wait for one.

@@ -33,8 +33,10 @@ class RedisOutbox:
     place with each message it adds, so a reader on any worker that needs
     a dropped message is told ``gone``.
 
-    :meth:`publish` never blocks: the message is numbered at once and queued
-    for the broker's writer greenlet, which keeps the order.
+    :meth:`publish` numbers the message at once and queues it for the
+    broker's writer greenlet, which keeps the order. It blocks only while
+    the writer's queue is full (bounded: ``ROOM_WAIT`` seconds, then
+    :class:`~flask_athena.errors.BrokerUnavailable`).
     """
 
     def __init__(
@@ -70,15 +72,17 @@ class RedisOutbox:
     def publish(self, data: str, field: bytes | None = None) -> int:
         """Number the message, keep it locally and queue its write to Redis.
 
-        Never blocks; raises :class:`~flask_athena.errors.BrokerUnavailable`
-        when the writer has no room (Redis not keeping up) and then takes no seq.
+        Blocks only while the writer's queue is full, at most ``ROOM_WAIT``
+        seconds; then raises :class:`~flask_athena.errors.BrokerUnavailable`
+        (Redis not keeping up) and takes no seq.
         """
         # Everything that can refuse the message runs before a seq is taken,
         # so a refused message exists nowhere (no copy only this worker has,
-        # no seq Redis never gets): the writer's room (BrokerUnavailable when
-        # Redis is not keeping up). A lone surrogate becomes U+FFFD here, as
-        # in the local copy (protocol.valid_text), so the writer greenlet
-        # that serves the whole worker never gets text it cannot encode.
+        # no seq Redis never gets): the writer's room (waits while its queue
+        # is full; BrokerUnavailable when Redis is not keeping up). A lone
+        # surrogate becomes U+FFFD here, as in the local copy
+        # (protocol.valid_text), so the writer greenlet that serves the
+        # whole worker never gets text it cannot encode.
         if not self.closed:  # nobody reads a closed page; keep no key for it
             self._broker.check_room()
         if field is None:

@@ -2,8 +2,10 @@
 
 Only the owner writes a page's stream (``athena:out:<page>``). Every write
 (a message, an ack's trim, a generation bump, a close) is queued here by the
-page's :class:`~flask_athena.broker.redis_outbox.RedisOutbox` without
-blocking, and sent in order, in pipelined batches, by :class:`StreamWriter`.
+page's :class:`~flask_athena.broker.redis_outbox.RedisOutbox` and sent in
+order, in pipelined batches, by :class:`StreamWriter`. Queueing never blocks,
+except a new message while the queue is full (bounded back-pressure, see
+:meth:`StreamWriter.check_room`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import Event
+from gevent.hub import get_hub
 
 from ..errors import BrokerUnavailable
 from .loops import Loop, backoff
@@ -23,6 +27,7 @@ from .redis_common import (
     IDLE_WAIT,
     MAX_QUEUED,
     PAGE_TTL,
+    ROOM_WAIT,
     Connection,
     out_key,
     page_key,
@@ -84,6 +89,9 @@ class StreamWriter(Loop):
         self._fail_page = fail_page
         self._queue: deque[Write] = deque()
         self._queued = Event()
+        # Set (then replaced by a fresh one) when the queue has room again
+        # after publishers found it full: every waiter wakes and checks.
+        self._room = Event()
         self._conn: Connection | None = None
         self._xadd_many: Any = None
 
@@ -91,24 +99,50 @@ class StreamWriter(Loop):
         """Use ``conn`` from now on; forget writes queued by another process."""
         self._conn = conn
         self._xadd_many = conn.client.register_script(XADD_MANY)
-        self._queue.clear()
+        self.clear()
 
     def clear(self) -> None:
         """Forget every queued write (after :meth:`drain`, at shutdown)."""
         self._queue.clear()
+        self._has_room()
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def check_room(self) -> None:
-        """Raise :class:`BrokerUnavailable` when Redis is not keeping up with new messages.
+        """Return once the queue has room for a new message (bounded back-pressure).
 
-        Only new messages are refused (the outbox calls this before it takes
-        a seq): closes, trims and generation bumps always queue, so closing a
-        page never fails.
+        While ``MAX_QUEUED`` writes wait, the calling greenlet waits (at most
+        ``ROOM_WAIT`` seconds) until the writer took a batch, then raises
+        :class:`BrokerUnavailable` (Redis is not keeping up, or unreachable).
+        A burst of broadcasts thus slows its publisher down instead of
+        failing pages. Never waits in the writer's own greenlet or the hub
+        (they raise at once: nothing else would make room). Returns with no
+        yield after its last look at the queue: a caller that enqueues
+        without yielding in between has the room.
+
+        Only new messages wait (the outbox calls this before it takes a seq):
+        closes, trims and generation bumps always queue, so closing a page
+        never blocks or fails.
         """
-        if len(self._queue) >= MAX_QUEUED:
+        if len(self._queue) < MAX_QUEUED:
+            return
+        current = gevent.getcurrent()
+        if current is self._greenlet or current is get_hub():
             raise BrokerUnavailable("Redis is not keeping up; message not sent.")
+        deadline = monotonic() + ROOM_WAIT
+        # Several greenlets may wait: each looks again when woken.
+        while len(self._queue) >= MAX_QUEUED:
+            left = deadline - monotonic()
+            if left <= 0:
+                raise BrokerUnavailable("Redis is not keeping up; message not sent.")
+            self._room.wait(left)
+
+    def _has_room(self) -> None:
+        """Wake the publishers waiting for room, if there is room now."""
+        if len(self._queue) < MAX_QUEUED:
+            room, self._room = self._room, Event()
+            room.set()
 
     def enqueue(self, item: Write) -> None:
         """Queue one write (never blocks; any greenlet)."""
@@ -161,7 +195,9 @@ class StreamWriter(Loop):
                 gevent.sleep(backoff(tries))
 
     def _take_batch(self) -> list[Write]:
-        return [self._queue.popleft() for _ in range(min(len(self._queue), BATCH))]
+        batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH))]
+        self._has_room()
+        return batch
 
     def _flush(self, batch: list[Write]) -> None:
         assert self._conn is not None

@@ -1,0 +1,64 @@
+"""Bounded back-pressure of the Redis writer against a real ``redis-server``.
+
+A burst of messages beyond the writer's queue (``MAX_QUEUED``, lowered here)
+makes ``publish`` wait for room instead of raising: every message lands in
+the page's stream once, in order. Redis gone for longer than the wait
+(``ROOM_WAIT``, shortened here) makes ``publish`` raise
+``BrokerUnavailable`` and the refused message takes no seq. Each scenario
+runs in a gevent-patched process (``writer_scenarios``), as in a gunicorn
+gevent worker.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.integration.redis_support import RedisServer, redis_server
+from tests.support import ROOT
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["redis_server"]  # the fixture, imported for this module
+
+
+def run(scenario: str, url: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.integration.writer_scenarios", scenario, url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_a_burst_beyond_the_writer_queue_waits_for_room_and_loses_nothing(
+    redis_server: RedisServer,
+) -> None:
+    result = run("burst", redis_server.url)
+    count = result["count"]
+    assert result["errors"] == []
+    assert result["published"] == list(range(1, count + 1))
+    # Every message once, in order, after the page's placeholder.
+    assert result["ids"] == ["0-1"] + [f"{n}-0" for n in range(1, count + 1)]
+    assert [json.loads(d)["n"] for d in result["data"][1:]] == list(range(1, count + 1))
+
+
+def test_redis_gone_longer_than_the_wait_for_room_refuses_new_messages() -> None:
+    server = RedisServer().start()  # its own: the scenario shuts it down
+    try:
+        result = run("gone", server.url)
+    finally:
+        server.stop()
+    assert result["refused"] == "broker-unavailable"
+    # The queue filled up first (and the writer holds a batch it retries).
+    assert result["accepted"] >= 50
+    # The refused message took no seq.
+    assert result["last_seq"] == result["accepted"]
