@@ -68,6 +68,9 @@ logger = logging.getLogger("flask_athena")
 
 #: How often a stream served by a non-owner checks that the owner lives.
 _OWNER_CHECK = 1.0
+#: Seconds an owner's ``attach`` waits for the page's outbox to be readable
+#: by the reader's worker (the mirror written), then answers 503.
+_MIRROR_WAIT = 5.0
 #: What a page token looks like (``secrets.token_urlsafe``): checked before
 #: forwarding, so a junk header costs no broker round trip.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -112,6 +115,25 @@ def _reply_parts(reply: Forwarded) -> tuple[int, str, list[str]]:
     ):
         raise BrokerUnavailable("The worker that owns this page sent a malformed reply.")
     return status, body, [str(cookie) for cookie in cookies]
+
+
+def _attach_parts(body: str) -> tuple[int, int]:
+    """``(gen, last)`` of an owner's ``attach`` answer, checked."""
+    try:
+        answer = loads(body)
+    except BadRequest:
+        answer = None
+    gen = answer.get("gen") if isinstance(answer, dict) else None
+    last = answer.get("last") if isinstance(answer, dict) else None
+    if (
+        not isinstance(gen, int)
+        or isinstance(gen, bool)
+        or not isinstance(last, int)
+        or isinstance(last, bool)
+        or last < 0
+    ):
+        raise BrokerUnavailable("The worker that owns this page sent a malformed reply.")
+    return gen, last
 
 
 def _reply_response(reply: Forwarded) -> Response:
@@ -279,8 +301,19 @@ def _serve(state: AthenaState, kind: str, page_id: str, req: Forwarded) -> tuple
         if not isinstance(reader, str):
             raise BadRequest()
         generation = page.attach_stream()
+        # Starts the Redis copy of the outbox (the mirror), queued with no
+        # yield; the reader reads it only once it is written.
         page.outbox.served_by(reader)
-        return 200, dumps({"gen": generation})
+        last = page.outbox.last_seq
+        link = state.broker.link
+        if link is not None:
+            try:
+                link.sync(_MIRROR_WAIT)
+            except BrokerUnavailable:
+                page.outbox.served_by(None)
+                page.detach_stream(generation)
+                raise
+        return 200, dumps({"gen": generation, "last": last})
     if kind == "detach":
         detached = state.pages.get(page_id)
         gen = req["gen"]
@@ -339,7 +372,11 @@ def remote_events(
         if status == 404:
             return gone_response("unknown-page", retry_ms)
         return _reply_response(reply)
-    generation = int(loads(body)["gen"])
+    try:
+        generation, newest = _attach_parts(body)
+    except AthenaError:
+        reader.close()
+        raise
     # From here on the owner counts the stream as attached: every way out
     # goes through stream.close(), which tells it.
     state.session_streams[key] = state.session_streams.get(key, 0) + 1
@@ -350,7 +387,10 @@ def remote_events(
             # tab acknowledged (an attach sent before relays that followed):
             # those messages are gone from Redis, and the tab has them.
             last = max(last, broker.acked(page_id))
-        frames = broker.read_stream(page_id, last, None)
+        # ``newest``: the owner's last seq when the mirror was queued
+        # (everything up to it is in Redis now), so a Last-Event-ID beyond
+        # it is refused even when the stream holds nothing.
+        frames = broker.read_stream(page_id, last, newest)
         if frames is None:
             stream.close()
             return gone_response("outbox-trimmed", retry_ms)

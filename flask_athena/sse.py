@@ -104,6 +104,33 @@ class SSEParser:
         return None
 
 
+def message_of_frame(frame: bytes) -> tuple[int, str]:
+    """``(seq, data)`` of a frame :func:`flask_athena.protocol.sse_message` built.
+
+    Its exact inverse, for the outboxes that keep only frames: a Redis
+    owner's local copy is mirrored to Redis from its frames (see
+    :meth:`~flask_athena.broker.redis_outbox.RedisOutbox.served_by`).
+    Raises ``ValueError`` for anything else: another shape, a seq that is
+    not a decimal number, data over several lines (``sse_message`` takes
+    one line; a JSON message never has a raw line break) or bytes that are
+    not UTF-8.
+    """
+    head, sep, rest = frame.partition(b"\ndata: ")
+    seq = head[4:]
+    if (
+        not sep
+        or not head.startswith(b"id: ")
+        or not seq.isdigit()
+        or not seq.isascii()
+        or not rest.endswith(b"\n\n")
+    ):
+        raise ValueError("not one SSE message frame")
+    data = rest[:-2]
+    if b"\n" in data or b"\r" in data:
+        raise ValueError("an SSE message frame with data over several lines")
+    return int(seq), data.decode()
+
+
 def parse_events(stream: bytes) -> list[SSEEvent]:
     """Every complete event of a whole ``stream`` (a convenience for tests)."""
     return SSEParser().feed(stream)

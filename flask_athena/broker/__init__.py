@@ -214,7 +214,15 @@ class WorkerLink(Protocol):
         """A reader of the page's outbox, woken by its owner."""
 
     def read_stream(self, page_id: str, after: int, last: int | None) -> list[bytes] | None:
-        """Frames after ``after`` from the page's outbox (``None``: cannot replay)."""
+        """Frames after ``after`` from the page's outbox (``None``: cannot replay).
+
+        ``last``: the page's newest seq when known (the owner's attach
+        answer), so an ``after`` beyond it is refused without asking."""
+
+    def sync(self, timeout: float) -> None:
+        """Block until every outbox write this worker queued before the call is
+        readable by other workers (at most ``timeout`` seconds, then
+        :class:`~flask_athena.errors.BrokerUnavailable`)."""
 
     def trim(self, page_id: str, seq: int) -> None:
         """Forget the page's messages up to ``seq`` (the browser has them)."""

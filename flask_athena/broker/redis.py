@@ -344,6 +344,12 @@ class RedisBroker:
         self._start()
         self._writer.enqueue(item)
 
+    def sync(self, timeout: float) -> None:
+        """Block until every stream write this worker queued before the call
+        is in Redis (at most ``timeout`` seconds, then BrokerUnavailable)."""
+        self._start()
+        self._writer.sync(timeout)
+
     # -- reading streams -----------------------------------------------------
 
     def read_stream(self, page_id: str, after: int, last: int | None) -> list[bytes] | None:

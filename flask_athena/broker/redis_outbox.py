@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from gevent.event import Event
 
 from ..protocol import valid_text
+from ..sse import message_of_frame
 from .memory import MemoryOutbox
 
 if TYPE_CHECKING:
@@ -23,15 +24,21 @@ if TYPE_CHECKING:
 class RedisOutbox:
     """The owner's handle on one page's stream (see :class:`~flask_athena.broker.Outbox`).
 
-    Every message goes to Redis (for replay on any worker) and stays in a
-    local :class:`~flask_athena.broker.memory.MemoryOutbox` too, so a stream
-    the owner serves itself never reads Redis: a broadcast that wakes
-    thousands of streams costs no Redis round trip per stream. Both copies
-    are trimmed by the same acks and bounded by the same size in messages
-    and in bytes: the local copy decides which messages the bounds drop
-    (:attr:`first_seq`) and the writer trims the Redis stream to the same
-    place with each message it adds, so a reader on any worker that needs
-    a dropped message is told ``gone``.
+    Every message stays in a local
+    :class:`~flask_athena.broker.memory.MemoryOutbox`, which serves a stream
+    the owner holds itself (never reading Redis: a broadcast that wakes
+    thousands of streams costs no Redis round trip per stream). The Redis
+    copy (for a stream on another worker) is written only while another
+    worker serves the page's stream, the **mirror**: :meth:`served_by` with
+    a worker starts it by queueing what the local copy keeps, and from then
+    on every message, and every ack's trim, is queued for Redis too, until
+    :meth:`served_by` ``None`` (or the reader's worker died). The owner's
+    death loses the page anyway, so a copy nobody reads is not written.
+    While mirrored both copies are trimmed by the same acks and bounded by
+    the same size in messages and in bytes: the local copy decides which
+    messages the bounds drop (:attr:`first_seq`) and the writer trims the
+    Redis stream to the same place with each message it adds, so a reader
+    on any worker that needs a dropped message is told ``gone``.
 
     :meth:`publish` numbers the message at once and queues it for the
     broker's writer greenlet, which keeps the order. It blocks only while
@@ -48,7 +55,8 @@ class RedisOutbox:
         self._frames = MemoryOutbox(size, max_bytes, wakeups=broker.local_wakeups)
         self.closed = False
         self.on_backlog: Callable[[], None] | None = None
-        #: Worker id serving this page's stream when that is another worker.
+        #: Worker id serving this page's stream when that is another worker
+        #: (then the Redis copy is written: the mirror).
         self.reader: str | None = None
 
     @property
@@ -83,23 +91,29 @@ class RedisOutbox:
         # surrogate becomes U+FFFD here, as in the local copy
         # (protocol.valid_text), so the writer greenlet that serves the
         # whole worker never gets text it cannot encode.
-        if not self.closed:  # nobody reads a closed page; keep no key for it
-            self._broker.check_room()
-        if field is None:
+        # Nobody reads a closed page (keep no key for it), and only a
+        # mirrored page's messages go to Redis.
+        if self.reader is not None and not self.closed:
+            self._broker.check_room()  # may wait for room
+        # Nothing from here to the enqueue yields: the room is still there,
+        # and the mirror is on or off for the whole of it.
+        mirrored = self.reader is not None and not self.closed
+        if field is None and mirrored:
             data = valid_text(data)
-        # else: a broadcast built ``field`` from text already valid (see Outbox.publish)
+        # else: a broadcast built ``field`` from text already valid (see
+        # Outbox.publish); the local copy makes its own text valid.
         seq = self._frames.publish(data, field)
-        if not self.closed:
-            # Nothing between the check and here yields: the room is still there.
+        if mirrored:
             self._broker.enqueue(("xadd", self, seq, data))
         if self.on_backlog is not None and self._frames.backlogged:
             self.on_backlog()
         return seq
 
     def ack(self, seq: int) -> None:
-        """Drop the messages up to ``seq`` here and queue the trim for Redis. Never blocks."""
+        """Drop the messages up to ``seq`` here and, while mirrored, queue the
+        trim for Redis. Never blocks."""
         self._frames.ack(seq)
-        if not self.closed and seq > 0:
+        if self.reader is not None and not self.closed and seq > 0:
             # The highest ack so far, not this one: POSTs may arrive out of
             # order, and the writer records it for other workers' streams.
             self._broker.enqueue(("ack", self, self._frames.acked, ""))
@@ -118,11 +132,34 @@ class RedisOutbox:
         # tell a remote one (it compares the page's ``gen`` with its own).
         self._frames.wake()
         # The wake goes to the reader of *now* (the one being replaced).
+        # Always queued, mirrored or not: Redis's ``gen`` counts with the
+        # page's stream generation, which a remote stream compares.
         self._broker.enqueue(("gen", self, 0, self.reader or ""))
 
     def served_by(self, worker: str | None) -> None:
-        """Remember the worker serving the stream (``None``: the owner)."""
+        """Remember the worker serving the stream (``None``: the owner) and
+        start (or re-do) the mirror for a worker. Never blocks.
+
+        Starting the mirror queues, in this greenlet step (no yield, so
+        before any later message), one ``mirror`` write (trim the Redis
+        stream to what the local copy keeps, record its ``acked``) and an
+        ``xadd`` of every message the local copy keeps; the ones Redis
+        already holds fail alone, harmlessly (an id not above the stream's
+        top). The caller waits with the broker's ``sync`` for them to be
+        written before the other worker reads. Stopping the mirror is safe:
+        later messages are above the Redis stream's top id, so a later
+        mirror adds them.
+        """
         self.reader = worker
+        if worker is None or self.closed:
+            return
+        frames = self._frames
+        kept = frames.read(frames.first_seq - 1) or []
+        enqueue = self._broker.enqueue
+        enqueue(("mirror", self, frames.acked, ""))
+        for frame in kept:
+            seq, data = message_of_frame(frame)
+            enqueue(("xadd", self, seq, data))
 
     def close(self) -> None:
         """Close the local copy and queue the deletion of the page's keys. Never blocks."""

@@ -41,9 +41,11 @@ logger = logging.getLogger("flask_athena")
 
 #: One queued stream write: ``(op, outbox, seq, data)`` with ``op`` one of
 #: ``"xadd"`` (message ``data`` numbered ``seq``), ``"ack"`` (trim up to
-#: ``seq`` and record it as the page's ``acked``), ``"gen"`` (a newer stream:
-#: bump the generation and wake the reader ``data``) and ``"close"`` (delete
-#: the page's keys).
+#: ``seq`` and record it as the page's ``acked``), ``"mirror"`` (the start
+#: of a mirror, followed by the ``xadd`` of each message the owner keeps:
+#: trim to the oldest message kept and record ``seq`` as ``acked``),
+#: ``"gen"`` (a newer stream: bump the generation and wake the reader
+#: ``data``) and ``"close"`` (delete the page's keys).
 Write = tuple[str, "RedisOutbox", int, str]
 #: Writes sent in one pipeline at most.
 BATCH = 1000
@@ -92,6 +94,12 @@ class StreamWriter(Loop):
         # Set (then replaced by a fresh one) when the queue has room again
         # after publishers found it full: every waiter wakes and checks.
         self._room = Event()
+        # Writes queued and writes done (sent, or dropped as bad) so far:
+        # sync() waits for the second to reach the first. Set (then None)
+        # after each batch while a sync() waits.
+        self._queued_count = 0
+        self._done_count = 0
+        self._synced: Event | None = None
         self._conn: Connection | None = None
         self._xadd_many: Any = None
 
@@ -104,7 +112,38 @@ class StreamWriter(Loop):
     def clear(self) -> None:
         """Forget every queued write (after :meth:`drain`, at shutdown)."""
         self._queue.clear()
+        self._done(self._queued_count - self._done_count)
         self._has_room()
+
+    def sync(self, timeout: float) -> None:
+        """Block until every write queued before this call was sent.
+
+        At most ``timeout`` seconds, then :class:`BrokerUnavailable`. Used
+        before another worker reads what was just queued (a mirror's start).
+        Never waits in the writer's own greenlet or the hub.
+        """
+        target = self._queued_count
+        if self._done_count >= target:
+            return
+        current = gevent.getcurrent()
+        if current is self._greenlet or current is get_hub():
+            raise BrokerUnavailable("Redis did not take the page's writes in time.")
+        deadline = monotonic() + timeout
+        while self._done_count < target:
+            left = deadline - monotonic()
+            if left <= 0:
+                raise BrokerUnavailable("Redis did not take the page's writes in time.")
+            if self._synced is None:
+                self._synced = Event()
+            self._synced.wait(left)
+
+    def _done(self, count: int) -> None:
+        """``count`` more writes were sent (or dropped): wake the syncs waiting."""
+        self._done_count += count
+        synced = self._synced
+        if synced is not None:
+            self._synced = None
+            synced.set()
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -147,6 +186,7 @@ class StreamWriter(Loop):
     def enqueue(self, item: Write) -> None:
         """Queue one write (never blocks; any greenlet)."""
         self._queue.append(item)
+        self._queued_count += 1
         self._queued.set()
 
     def run(self) -> None:
@@ -166,11 +206,19 @@ class StreamWriter(Loop):
                     except Exception as exc:  # boundary: the writer serves everyone
                         self.item_failed(f"a write ({item[0]}) of a page", exc)
                         self._fail_page(item[1].page_id)
+            finally:
+                # Sent, dropped, or lost with a dying greenlet: a sync()
+                # waits for no write that will never be sent.
+                self._done(len(batch))
 
     def drain(self) -> None:
         """Send everything queued (at shutdown; the caller bounds the time)."""
         while self._queue:
-            self.write(self._take_batch())
+            batch = self._take_batch()
+            try:
+                self.write(batch)
+            finally:
+                self._done(len(batch))
 
     def write(self, batch: list[Write]) -> None:
         """Send ``batch``, retrying through connection failures with backoff.
@@ -216,7 +264,14 @@ class StreamWriter(Loop):
             if run:
                 self._append(pipe, run, scripts)
                 run = []
-            if op == "ack":
+            if op == "mirror":
+                # What the owner's copy no longer keeps goes (acked, or
+                # dropped by a bound while nobody mirrored); the messages it
+                # keeps follow as xadds.
+                pipe.xtrim(out_key(pid), minid=_oldest_kept(outbox), approximate=False)
+                pipe.hset(page_key(pid), "acked", seq)
+                pipe.expire(page_key(pid), PAGE_TTL)  # never a key without a TTL
+            elif op == "ack":
                 pipe.xtrim(out_key(pid), minid=f"{seq + 1}-0", approximate=False)
                 # Read by a shared stream another worker serves (its ``last``
                 # may be older than what the page's tab acknowledged).

@@ -91,7 +91,10 @@ class Probe(LiveElement):
         broker = athena.state().broker
         broker.broadcast(ROOM, "hear", '[0, "\ud800"]')  # a real surrogate, not an escape
         try:
-            broker.create_outbox("\ud800", 10).publish('"x"')
+            outbox = broker.create_outbox("\ud800", 10)
+            # Served by another worker: its writes go to Redis (the mirror).
+            outbox.served_by("another-worker")
+            outbox.publish('"x"')
         except UnicodeEncodeError:
             pass  # refused to the caller: fine too, as long as the loops live
         return os.getpid()

@@ -176,6 +176,12 @@ def test_streams_served_by_the_owner_read_no_redis_stream(
     assert xranges() == before
     for stream in streams:
         assert [args[1] for args in stream.heard()] == texts
+    # Nor any write: a page whose stream is on its owner keeps no Redis copy
+    # (the owner's death loses the page anyway); its stream holds nothing
+    # but the placeholder made when the page opened.
+    client = redis_server.client()
+    for page in pages:
+        assert client.xrange(f"athena:out:{page.id}") == [("0-1", {"d": ""})]
     for page in pages:
         assert page.close() == 204
     for stream in streams:
@@ -199,19 +205,93 @@ def test_replay_from_redis_on_any_worker_and_the_outbox_stays_bounded(
     stream.stop()
     # The reconnect acknowledged up to 4: trimmed in Redis.
     assert redis_server.client().xrange(stream_key)[0][0] == "5-0"
-    # Past ATHENA_OUTBOX_SIZE unacknowledged messages the stream is capped
+    # Past ATHENA_OUTBOX_SIZE unacknowledged messages the outbox is capped
     # and a reader that needs a dropped one is told the page is gone.
     for i in range(OUTBOX + 5):
         page.call("ping_back", f"q{i}")
-    assert redis_server.client().xlen(stream_key) == OUTBOX
     for options in ({"avoid": page.owner}, {}):
         late = Stream(page, **options)  # type: ignore[arg-type]
         late.last = 10
         late.start()
         late.join(timeout=10)
         assert late.gone == "outbox-trimmed"
+        if "avoid" in options:
+            # Attaching on another worker wrote the owner's copy to Redis
+            # (the mirror): the newest OUTBOX messages, no more.
+            entries = redis_server.client().xrange(stream_key)
+            assert [entry_id for entry_id, _ in entries] == [
+                f"{seq}-0" for seq in range(36 - OUTBOX, 36)
+            ]
     assert page.close() == 204
     wait_until(lambda: not redis_server.client().exists(stream_key, f"athena:page:{page.id}"))
+
+
+def test_a_stream_moving_between_owner_and_another_worker_gets_every_message_once(
+    server: LiveServer, redis_server: RedisServer
+) -> None:
+    """The Redis copy is written only while another worker serves the stream
+    (the mirror): moving there replays exactly what the browser lacks, from
+    a copy made at attach, and moving back to the owner stops the copy."""
+    page = Page(server.url)
+    client = redis_server.client()
+    stream_key = f"athena:out:{page.id}"
+    sent: list[str] = []
+
+    def ping(count: int) -> None:
+        for _ in range(count):
+            sent.append(f"m{len(sent) + 1}")
+            page.call("ping_back", sent[-1])
+
+    def follow(last: int, **where: int) -> Stream:
+        stream = Stream(page, **where)  # type: ignore[arg-type]
+        stream.last = last
+        stream.start()
+        wait_until(lambda: bool(stream.served_by) or stream.gone is not None, timeout=30)
+        return stream
+
+    def texts(stream: Stream) -> list[tuple[int, str]]:
+        return [(seq, m["args"][0]) for seq, m in stream.messages]
+
+    # 1. On the owner: 3 messages, none written to Redis.
+    first = follow(0, want=page.owner)
+    ping(3)
+    wait_until(lambda: first.last == 3, timeout=30)
+    first.stop()
+    assert client.xrange(stream_key) == [("0-1", {"d": ""})]
+    ping(2)  # while no stream is open: kept by the owner only
+    # 2. Reconnect to another worker after 3: exactly 4 and 5 (from the copy
+    # the attach wrote), then live messages, in order.
+    moved = follow(3, avoid=page.owner)
+    ping(2)
+    wait_until(lambda: moved.last == 7, timeout=30)
+    moved.stop()
+    assert moved.served_by[0] != page.owner and moved.gone is None
+    assert texts(moved) == [(n, f"m{n}") for n in range(4, 8)]
+    # 3. Back on the owner after 7: nothing again, then only what is new.
+    back = follow(7, want=page.owner)
+    ping(1)
+    wait_until(lambda: back.last == 8, timeout=30)
+    assert texts(back) == [(8, "m8")]
+    back.stop()
+    # The copy stopped with the move: message 8 is not in Redis.
+    assert "8-0" not in [entry_id for entry_id, _ in client.xrange(stream_key)]
+    # 4. The owner's stream acknowledged everything: another worker's copy is
+    # empty, yet a reconnect after 8 is valid there (the owner said 8 is
+    # its newest) and gets what follows.
+    acked = follow(8, want=page.owner)
+    acked.stop()
+    empty = follow(8, avoid=page.owner)
+    ping(1)
+    wait_until(lambda: empty.last == 9, timeout=30)
+    empty.stop()
+    assert empty.gone is None and texts(empty) == [(9, "m9")]
+    # 5. A Last-Event-ID beyond the newest message: gone, on another worker
+    # as on the owner, and nothing the browser lacks is trimmed.
+    for where in ({"avoid": page.owner}, {"want": page.owner}):
+        forged = follow(50, **where)
+        forged.join(timeout=30)
+        assert forged.gone == "outbox-trimmed" and forged.messages == []
+    assert page.close() == 204
 
 
 def test_a_stuck_stream_on_another_worker_is_cut_and_resumes_by_replay(

@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 import redis
 
-from flask_athena.broker.redis_common import Connection, out_key
+from flask_athena.broker.redis_common import Connection, out_key, page_key
 from flask_athena.broker.redis_writer import StreamWriter, Write
 from tests.integration.redis_support import RedisServer, redis_server
 
@@ -115,3 +115,22 @@ def test_a_run_survives_redis_forgetting_the_script(
     client.script_flush()  # a restarted Redis knows no scripts
     writer.write([xadd(a, 2, "y"), xadd(b, 2, "y")])
     assert stream(client, "a") == stream(client, "b") == [("0-1", ""), ("1-0", "x"), ("2-0", "y")]
+
+
+def test_a_mirror_trims_to_the_owners_copy_and_adds_only_what_redis_lacks(
+    client: redis.Redis, writer: StreamWriter
+) -> None:
+    a = open_page(client, "a")
+    writer.write([xadd(a, n, f"m{n}") for n in (1, 2, 3)])
+    # The mirror stopped after 3; the owner kept 2..6 (it acked 1) and
+    # mirrors again: what it no longer keeps goes, 2 and 3 fail alone, 4..6 land.
+    a.first_seq = 2
+    writer.write([("mirror", a, 1, "")] + [xadd(a, n, f"m{n}") for n in range(2, 7)])
+    assert stream(client, "a") == [(f"{n}-0", f"m{n}") for n in range(2, 7)]
+    assert client.hget(page_key("a"), "acked") == "1"
+    assert client.ttl(page_key("a")) > 0
+    # Everything acked meanwhile: the mirror empties the stream, and a later
+    # message is still added (its id is above the stream's top).
+    a.first_seq = 7
+    writer.write([("mirror", a, 6, ""), xadd(a, 7, "m7")])
+    assert stream(client, "a") == [("7-0", "m7")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flask_athena.protocol import (
     HEARTBEAT_EVENT,
@@ -15,8 +17,9 @@ from flask_athena.protocol import (
     sse_event,
     sse_message,
     sse_retry,
+    valid_text,
 )
-from flask_athena.sse import SSEEvent, SSEParser, parse_events
+from flask_athena.sse import SSEEvent, SSEParser, message_of_frame, parse_events
 
 
 @pytest.mark.parametrize(
@@ -88,3 +91,45 @@ def test_the_parser_follows_eventsource_rules_across_chunks() -> None:
     assert events == [SSEEvent("message", "a\nb", "7"), SSEEvent("x", "c")]
     assert parser.last_id == "7"
     assert parser.feed(b"data: cut before its blank line\n") == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "",
+        '{"method":"hear","args":["hi"]}',
+        dumps({"text": "é\u2028\u2029 ünïcödé 😀 中文", "nl": "a\r\nb"}),
+        "x" * 70_000,
+        "data: id: 5",  # field names inside the data
+    ],
+)
+def test_message_of_frame_inverts_sse_message_exactly(data: str) -> None:
+    for seq in (1, 42, 10**12):
+        assert message_of_frame(sse_message(seq, data)) == (seq, data)
+
+
+@given(st.integers(min_value=0, max_value=2**63), st.text())
+@settings(max_examples=300, deadline=None)
+def test_message_of_frame_round_trips_every_json_text(seq: int, text: str) -> None:
+    # What outboxes keep: one JSON line, a lone surrogate made U+FFFD first.
+    data = dumps({"t": valid_text(text)})
+    assert message_of_frame(sse_message(seq, data)) == (seq, data)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"id: 1\ndata: a\nb\n\n",  # data over two lines: never an outbox's
+        b"id: 1\ndata: a\rb\n\n",
+        b"id: 1\ndata: a\ndata: b\n\n",
+        b"id: x\ndata: a\n\n",
+        b"id: -1\ndata: a\n\n",
+        b"data: a\n\n",
+        b"id: 1\ndata: a\n",
+        b"event: gone\ndata: {}\n\n",
+        b"id: 1\ndata: \xff\n\n",
+    ],
+)
+def test_message_of_frame_refuses_what_sse_message_never_builds(frame: bytes) -> None:
+    with pytest.raises(ValueError):
+        message_of_frame(frame)
