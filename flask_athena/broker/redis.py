@@ -51,6 +51,7 @@ from .redis_common import (
     MAX_REDIS_CONNECTIONS,
     PAGE_TTL,
     POOL_WAIT,
+    WORKER_TTL,
     Connection,
     entry_seq,
     out_key,
@@ -229,12 +230,16 @@ class RedisBroker:
         """Record a new page as owned by this worker (blocks for one round trip).
 
         The stream is created here with a placeholder entry ``0-1`` so readers
-        can tell "nothing yet" from "no such page".
+        can tell "nothing yet" from "no such page". This worker's liveness key
+        is written with the page: after Redis lost its keys (a restart), a
+        worker already serving again may not have beaten yet, and a page whose
+        owner has no key is deleted by the first :meth:`locate` that sees it.
         """
         if not isinstance(outbox, RedisOutbox) or outbox.page_id != page_id:
             raise TypeError("register_page takes an outbox this broker created")
         conn = self._ready()
         pipe = conn.client.pipeline(transaction=False)
+        pipe.set(worker_key(conn.wid), "1", ex=WORKER_TTL)
         pipe.hset(page_key(outbox.page_id), mapping={"owner": conn.wid, "gen": 0})
         pipe.expire(page_key(outbox.page_id), PAGE_TTL)
         pipe.xadd(out_key(outbox.page_id), {"d": ""}, id="0-1")

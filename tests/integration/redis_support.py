@@ -273,8 +273,13 @@ class Stream(threading.Thread):
                 stream=True,
                 timeout=(5, 5),
             )
-            self.served_by.append(pid)
             self.status = response.status_code
+            if response.status_code == 503:
+                # A worker still (re)connecting to Redis: a browser's stream
+                # retries after a backoff, and so does this one.
+                time.sleep(0.2)
+                return
+            self.served_by.append(pid)
             if response.status_code != 200:
                 self.stopping = True
                 return

@@ -62,3 +62,14 @@ def test_redis_gone_longer_than_the_wait_for_room_refuses_new_messages() -> None
     assert result["accepted"] >= 50
     # The refused message took no seq.
     assert result["last_seq"] == result["accepted"]
+
+
+def test_a_page_made_after_redis_lost_its_owners_key_is_found_elsewhere(
+    redis_server: RedisServer,
+) -> None:
+    # A page whose owner has no liveness key is deleted by the first worker
+    # that looks it up: a page made while the key was missing (Redis
+    # restarted, the heartbeat not yet run) must not be.
+    result = run("key_lost", redis_server.url)
+    assert result["found"] == result["owner"]
+    assert result["page"] == 1

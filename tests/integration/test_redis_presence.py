@@ -65,6 +65,7 @@ class User:
         self.stream.start()
         # connected() joins the room: wait until the stream is attached.
         wait_until(lambda: self.stream.served_by, timeout=15)
+        assert self.stream.status == 200, (self.stream.status, self.stream.gone)
 
     def enter(self) -> None:
         self.page.call("enter", self.name, self.tab)

@@ -22,7 +22,7 @@ import redis  # noqa: E402
 
 from flask_athena.broker import redis_writer  # noqa: E402
 from flask_athena.broker.redis import RedisBroker  # noqa: E402
-from flask_athena.broker.redis_common import out_key  # noqa: E402
+from flask_athena.broker.redis_common import out_key, page_key, worker_key  # noqa: E402
 from flask_athena.errors import BrokerUnavailable  # noqa: E402
 
 #: The writer's queue bound for these scenarios (the real one is 100,000).
@@ -101,8 +101,25 @@ def gone(url: str) -> dict[str, Any]:
     return {"accepted": accepted, "refused": refused, "last_seq": outbox.last_seq}
 
 
+def key_lost(url: str) -> dict[str, Any]:
+    """Redis lost this worker's liveness key (a restart) before it beat
+    again; a page made now is found by another worker's ``locate``."""
+    owner = RedisBroker(url, call_timeout=5)
+    other = RedisBroker(url, call_timeout=5)
+    owner.register_page("before", owner.create_outbox("before", 100))
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.delete(worker_key(owner.worker_id))  # what a restart does to it
+    # The heartbeat beats once a second: the rest takes milliseconds.
+    owner.register_page("after", owner.create_outbox("after", 100))
+    found = other.locate("after")
+    result = {"owner": owner.worker_id, "found": found, "page": client.exists(page_key("after"))}
+    owner.close()
+    other.close()
+    return result
+
+
 if __name__ == "__main__":
-    scenario = {"burst": burst, "gone": gone}[sys.argv[1]]
+    scenario = {"burst": burst, "gone": gone, "key_lost": key_lost}[sys.argv[1]]
     print(json.dumps(scenario(sys.argv[2])), flush=True)
     sys.stdout.flush()
     # The broker's loops may still retry a vanished Redis: do not wait for them.
