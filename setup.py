@@ -57,6 +57,7 @@ setup(
             "matplotlib>=3.8",
             "aiohttp>=3.9",
             "uvloop>=0.19",  # keeps the load client off the critical path
+            "py-spy>=0.3",  # --profile: records the server worker
         ],
     },
     classifiers=[

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -184,6 +186,13 @@ def wait_quiet(limit: float, threshold: float = 0.15) -> float:
 # -- profiling ------------------------------------------------------------------
 
 
+def py_spy() -> str | None:
+    """The ``py-spy`` of this Python's environment (the ``bench`` extra
+    installs it), else the one on ``PATH``; ``None`` when there is none."""
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
 @contextlib.contextmanager
 def profiled(ctx: Context, target: Target, figure: str, server: Server) -> Iterator[None]:
     """Record the server worker with py-spy while the block runs (``--profile``)."""
@@ -194,7 +203,7 @@ def profiled(ctx: Context, target: Target, figure: str, server: Server) -> Itera
     path.parent.mkdir(parents=True, exist_ok=True)
     spy = subprocess.Popen(
         [
-            "py-spy",
+            py_spy() or "py-spy",
             "record",
             "-p",
             str(server.worker_pids[0]),

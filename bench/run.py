@@ -332,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         profile=set(filter(None, args.profile.split(","))),
         only=set(args.only.split(",")) if args.only else None,
     )
+    if ctx.profile and figures.py_spy() is None:
+        parser.error("--profile needs py-spy (pip install -e '.[bench]')")
     if args.athena_ack:
         every, delay = args.athena_ack.split(",")
         ctx.ack = (int(every), float(delay))
