@@ -6,7 +6,8 @@ the page's stream once, in order. Redis gone for longer than the wait
 (``ROOM_WAIT``, shortened here) makes ``publish`` raise
 ``BrokerUnavailable`` and the refused message takes no seq. Each scenario
 runs in a gevent-patched process (``writer_scenarios``), as in a gunicorn
-gevent worker.
+gevent worker. Also here, in the same harness: a page registered after Redis
+lost its owner's liveness key (a restart) is not taken for a dead worker's.
 """
 
 from __future__ import annotations
