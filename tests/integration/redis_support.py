@@ -114,19 +114,22 @@ def connection(base: str, cookies: Any = None) -> tuple[requests.Session, int]:
 
 
 def connection_to(
-    base: str, cookies: Any, pick: Callable[[int], bool], tries: int = 20
+    base: str, cookies: Any, pick: Callable[[int], bool], timeout: float = 90.0
 ) -> tuple[requests.Session, int]:
     """A connection held by a worker ``pick`` accepts.
 
     Connections are opened several at once: an idle kernel often hands
-    one-by-one connections to the same worker, concurrent ones spread.
+    one-by-one connections to the same worker, concurrent ones spread. Rounds
+    go on until ``timeout``: a worker still booting on a loaded machine
+    accepts nothing for a while.
     """
     session, pid = connection(base, cookies)
     if pick(pid):
         return session, pid
     session.close()
+    deadline = time.monotonic() + timeout
     with ThreadPoolExecutor(8) as pool:
-        for _ in range(tries):
+        while time.monotonic() < deadline:
             opened = list(pool.map(lambda _: connection(base, cookies), range(8)))
             chosen = next(((s, pid) for s, pid in opened if pick(pid)), None)
             for session, _pid in opened:
@@ -134,19 +137,31 @@ def connection_to(
                     session.close()
             if chosen is not None:
                 return chosen
+            time.sleep(0.1)
     raise AssertionError("never landed on the worker wanted")
 
 
 class Page:
     """One rendered page: its config, cookie and the pid of its owner worker."""
 
-    def __init__(self, base: str, path: str = "/") -> None:
+    def __init__(
+        self,
+        base: str,
+        path: str = "/",
+        cookies: Any = None,
+        pick: Callable[[int], bool] | None = None,
+    ) -> None:
+        """Render ``path`` in the session of ``cookies`` (a new one if none),
+        on a worker ``pick`` accepts (any if none)."""
         self.base = base
-        session, _ = connection(base)
-        response = session.get(base + path, timeout=30)
-        response.raise_for_status()
+        if pick is None:
+            session, _ = connection(base, cookies)
+        else:
+            session, _ = connection_to(base, cookies, pick)
+        with session:
+            response = session.get(base + path, timeout=30)
+            response.raise_for_status()
         self.cookies = session.cookies
-        session.close()
         match = _META.search(response.text)
         assert match is not None
         self.config: dict[str, Any] = json.loads(html.unescape(match.group(1)))
@@ -225,6 +240,17 @@ class Page:
                 headers={"Content-Type": "application/json", "Origin": base},
                 timeout=10,
             ).status_code
+
+
+def pages_on_workers(base: str, owners: int, cookies: Any = None) -> list[Page]:
+    """One page on each of ``owners`` different workers, each rendered on a
+    worker that owns none of them yet (in the session of ``cookies``, or each
+    in a new one)."""
+    pages: list[Page] = []
+    while len(pages) < owners:
+        taken = {page.owner for page in pages}
+        pages.append(Page(base, cookies=cookies, pick=lambda pid, taken=taken: pid not in taken))
+    return pages
 
 
 class Stream(threading.Thread):

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.redis_support import Page, RedisServer, redis_server
+from tests.integration.redis_support import Page, RedisServer, pages_on_workers, redis_server
 from tests.support import ROOT, LiveServer, wait_until
 
 pytestmark = pytest.mark.integration
@@ -61,13 +60,11 @@ def server(env: dict[str, str]) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def pages(server: LiveServer) -> list[Page]:
-    """Pages opened (a few at once, so they spread) until both workers own some."""
-    opened: list[Page] = []
-    with ThreadPoolExecutor(6) as pool:
-        while len({p.owner for p in opened}) < 2:
-            assert len(opened) < 60, "pages never spread over the workers"
-            opened.extend(pool.map(lambda _: Page(server.url), range(6)))
-    return opened
+    """A page on each worker, then a few more wherever they land."""
+    with ThreadPoolExecutor(4) as pool:
+        return pages_on_workers(server.url, owners=2) + list(
+            pool.map(lambda _: Page(server.url), range(4))
+        )
 
 
 def scrape(server: LiveServer) -> dict[str, float]:
@@ -228,13 +225,7 @@ def test_broker_errors_and_reconnects_are_counted(
     # After the others: a Redis restart loses every page.
     # Both workers of now use the broker. One was replaced above, and under
     # load its replacement may take a while to boot: wait for it.
-    fresh: list[Page] = []
-    deadline = time.monotonic() + 90
-    with ThreadPoolExecutor(6) as pool:
-        while len({p.owner for p in fresh}) < 2:
-            assert time.monotonic() < deadline, "pages never spread over the workers"
-            fresh.extend(pool.map(lambda _: Page(server.url), range(6)))
-            time.sleep(0.2)
+    pages_on_workers(server.url, owners=2)
     heartbeat = "athena_broker_errors_total{operation=heartbeat}"
     reconnects = "athena_broker_reconnects_total"
     before = scrape(server)

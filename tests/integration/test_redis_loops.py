@@ -28,9 +28,10 @@ from tests.integration.redis_support import (
     connection,
     connection_to,
     in_room,
+    pages_on_workers,
     redis_server,
 )
-from tests.integration.test_redis_scaleout import SECRET, pages_on_workers
+from tests.integration.test_redis_scaleout import SECRET
 from tests.protocol_client import SSEParser
 from tests.support import LiveServer, wait_until
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -39,15 +38,16 @@ def settings(redis: RedisServer) -> dict[str, str]:
     }
 
 
-def open_page(base: str) -> Page:
-    """A new page; a first request that a loaded machine answers late is
-    retried (the page it made is left to time out, as a browser's would)."""
+def open_page(base: str, pick: Callable[[int], bool] | None = None) -> Page:
+    """A new page (on a worker ``pick`` accepts); a first request that a
+    loaded machine answers late is retried (the page it made is left to time
+    out, as a browser's would)."""
     for _ in range(3):
         try:
-            return Page(base)
+            return Page(base, pick=pick)
         except requests.Timeout:
             continue
-    return Page(base)
+    return Page(base, pick=pick)
 
 
 class User:
@@ -56,8 +56,15 @@ class User:
     #: Every user opened by the running test (closed by the ``hosts`` fixture).
     opened: list[User] = []
 
-    def __init__(self, base: str, name: str, tab: int = 0, stream_base: str | None = None) -> None:
-        self.page = open_page(base)
+    def __init__(
+        self,
+        base: str,
+        name: str,
+        tab: int = 0,
+        stream_base: str | None = None,
+        pick: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.page = open_page(base, pick)
         User.opened.append(self)
         self.name = name
         self.tab = tab
@@ -136,14 +143,13 @@ def hosts(
     wait_until(lambda: not redis.keys("athena:pres:*:t:*"), timeout=30)
 
 
-def users_on_workers(base: str, owners: int, prefix: str, limit: int = 40) -> list[User]:
-    """Users (a few opened at once, so they spread) until ``owners`` workers own some."""
+def users_on_workers(base: str, owners: int, prefix: str) -> list[User]:
+    """One user on each of ``owners`` different workers."""
     users: list[User] = []
-    with ThreadPoolExecutor(4) as pool:
-        while len({u.page.owner for u in users}) < owners:
-            assert len(users) < limit, "pages never spread over the workers"
-            start = len(users)
-            users.extend(pool.map(lambda n: User(base, f"{prefix}{n}"), range(start, start + 4)))
+    while len(users) < owners:
+        taken = {user.page.owner for user in users}
+        name = f"{prefix}{len(users)}"
+        users.append(User(base, name, pick=lambda pid, taken=taken: pid not in taken))
     return users
 
 

@@ -18,7 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.integration.redis_support import Page, RedisServer, Stream, in_room, redis_server
+from tests.integration.redis_support import (
+    Page,
+    RedisServer,
+    Stream,
+    in_room,
+    pages_on_workers,
+    redis_server,
+)
 from tests.protocol_client import SmallBufferAdapter, SSEParser
 from tests.support import LiveServer, wait_until
 
@@ -57,16 +64,6 @@ def server(redis_server: RedisServer) -> Iterator[LiveServer]:
     server.start()
     yield server
     server.stop()
-
-
-def pages_on_workers(base: str, owners: int, limit: int = 60) -> list[Page]:
-    """Open pages (a few at once, so they spread) until ``owners`` workers own some."""
-    pages: list[Page] = []
-    with ThreadPoolExecutor(6) as pool:
-        while len({p.owner for p in pages}) < owners:
-            assert len(pages) < limit, "pages never spread over the workers"
-            pages.extend(pool.map(lambda _: Page(base), range(6)))
-    return pages
 
 
 def test_posts_landing_on_other_workers_are_forwarded_exactly_once(server: LiveServer) -> None:
