@@ -101,6 +101,8 @@ class Subscriber(Loop):
         self.subscribed = Event()
         self._conn: Connection | None = None
         self._broadcast_channel = ""
+        #: Set by redis-py's connect callback when it made the pub/sub connection again.
+        self._redialed = False
 
     def attach(self, conn: Connection, broadcast_channel: str) -> None:
         """Use ``conn`` and this app's broadcast channel from now on."""
@@ -116,8 +118,14 @@ class Subscriber(Loop):
         channels = (self._broadcast_channel, wake_channel(conn.wid))
         while True:
             pubsub = conn.client.pubsub()
+            connection = None
             try:
                 pubsub.subscribe(*channels)
+                # redis-py reconnects a dropped pub/sub connection by itself
+                # and subscribes again, without telling: hear of it here.
+                connection = pubsub.connection
+                self._redialed = False
+                connection.register_connect_callback(self._note_redial)
                 confirmed = 0
                 while confirmed < len(channels):
                     message = pubsub.get_message(timeout=2.0)
@@ -125,16 +133,14 @@ class Subscriber(Loop):
                         raise conn.errors.TimeoutError("no SUBSCRIBE reply")
                     if message["type"] == "subscribe":
                         confirmed += 1
-                # Our liveness key first, so no page is created by a worker
-                # other workers would already call dead.
-                conn.client.set(worker_key(conn.wid), "1", ex=WORKER_TTL)
-                self.subscribed.set()
-                if tries:
-                    signals.broker_reconnected.send(conn.app)
+                self._back(conn, reconnected=tries > 0)
                 tries = 0
-                self._wakeups.wake_all()  # wakes may have been missed while disconnected
                 while True:
                     message = pubsub.get_message(timeout=1.0)
+                    if self._redialed:
+                        self._redialed = False
+                        logger.warning("flask_athena: Redis subscriber reconnected by redis-py")
+                        self._back(conn, reconnected=True)
                     if message is not None and message["type"] == "message":
                         self.dispatch(message["channel"], message["data"])
             except Exception as exc:  # the connection, or a reply redis-py cannot decode
@@ -147,9 +153,25 @@ class Subscriber(Loop):
                 gevent.sleep(backoff(tries))
             finally:
                 try:
+                    if connection is not None:  # it goes back to the client's pool
+                        connection.deregister_connect_callback(self._note_redial)
                     pubsub.close()
                 except Exception:  # closing a broken connection
                     pass
+
+    def _note_redial(self, connection: Any) -> None:
+        """redis-py's connect callback: the pub/sub connection was made again."""
+        self._redialed = True
+
+    def _back(self, conn: Connection, reconnected: bool) -> None:
+        """Subscribed (again): this worker's liveness key, then the news."""
+        # Our liveness key first, so no page is created by a worker other
+        # workers would already call dead.
+        conn.client.set(worker_key(conn.wid), "1", ex=WORKER_TTL)
+        self.subscribed.set()
+        if reconnected:
+            signals.broker_reconnected.send(conn.app)
+        self._wakeups.wake_all()  # wakes may have been missed while disconnected
 
     def dispatch(self, channel: str, data: str) -> None:
         """Handle one pub/sub message; a bad one is logged, counted and skipped."""

@@ -7,7 +7,8 @@ the page's stream once, in order. Redis gone for longer than the wait
 ``BrokerUnavailable`` and the refused message takes no seq. Each scenario
 runs in a gevent-patched process (``writer_scenarios``), as in a gunicorn
 gevent worker. Also here, in the same harness: a page registered after Redis
-lost its owner's liveness key (a restart) is not taken for a dead worker's.
+lost its owner's liveness key (a restart) is not taken for a dead worker's,
+and a subscriber connection redis-py reconnected by itself is noticed.
 """
 
 from __future__ import annotations
@@ -74,3 +75,15 @@ def test_a_page_made_after_redis_lost_its_owners_key_is_found_elsewhere(
     result = run("key_lost", redis_server.url)
     assert result["found"] == result["owner"]
     assert result["page"] == 1
+
+
+def test_a_subscriber_connection_redis_py_makes_again_is_a_reconnect(
+    redis_server: RedisServer,
+) -> None:
+    # redis-py reconnects a killed pub/sub connection by itself; the broker
+    # must still do what it does after any outage (wake every stream it
+    # serves, send broker_reconnected, which the metrics count).
+    result = run("pubsub_killed", redis_server.url)
+    assert result["killed"] == 1
+    assert result["reconnected"] == 1
+    assert result["reached"] is True

@@ -1,6 +1,7 @@
-"""Scenarios of the Redis writer (and one of page registration) run in a
-process of their own, gevent-patched as a gunicorn gevent worker is (the
-writer must block on its socket while other greenlets publish):
+"""Scenarios of the Redis writer (and of page registration and the
+subscriber) run in a process of their own, gevent-patched as a gunicorn
+gevent worker is (the writer must block on its socket while other greenlets
+publish):
 ``python -m tests.integration.writer_scenarios NAME REDIS_URL``. Prints one
 JSON line: what the test asserts on.
 
@@ -21,6 +22,7 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 import redis  # noqa: E402
 
+from flask_athena import signals  # noqa: E402
 from flask_athena.broker import redis_writer  # noqa: E402
 from flask_athena.broker.redis import RedisBroker  # noqa: E402
 from flask_athena.broker.redis_common import out_key, page_key, worker_key  # noqa: E402
@@ -119,8 +121,33 @@ def key_lost(url: str) -> dict[str, Any]:
     return result
 
 
+def pubsub_killed(url: str) -> dict[str, Any]:
+    """Redis drops the subscriber's connection (``CLIENT KILL TYPE pubsub``,
+    what a network blip or a proxy's idle cut does) and redis-py reconnects
+    it by itself: the broker must still notice, as after any outage."""
+    broker = RedisBroker(url, call_timeout=5)
+    reconnected: list[object] = []
+
+    def count(sender: object) -> None:
+        reconnected.append(sender)
+
+    signals.broker_reconnected.connect(count, weak=False)
+    client = broker.client()  # started and subscribed
+    killed = client.client_kill_filter(_type="pubsub")
+    _wait(lambda: bool(reconnected), 10)
+    # Broadcasts reach this worker's subscriber again.
+    reached = _wait(lambda: broker.broadcast("nobody", "hear", "[]") == 1, 10)
+    broker.close()
+    return {"killed": killed, "reconnected": len(reconnected), "reached": reached}
+
+
 if __name__ == "__main__":
-    scenario = {"burst": burst, "gone": gone, "key_lost": key_lost}[sys.argv[1]]
+    scenario = {
+        "burst": burst,
+        "gone": gone,
+        "key_lost": key_lost,
+        "pubsub_killed": pubsub_killed,
+    }[sys.argv[1]]
     print(json.dumps(scenario(sys.argv[2])), flush=True)
     sys.stdout.flush()
     # The broker's loops may still retry a vanished Redis: do not wait for them.
