@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 import requests
+from requests.adapters import BaseAdapter
 
 from tests.protocol_client import SSEParser
 from tests.support import OUTPUT, free_port, wait_until
@@ -103,9 +104,14 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
-def connection(base: str, cookies: Any = None) -> tuple[requests.Session, int]:
-    """A session on a new TCP connection, and the pid of the worker holding it."""
+def connection(
+    base: str, cookies: Any = None, adapter: Callable[[], BaseAdapter] | None = None
+) -> tuple[requests.Session, int]:
+    """A session on a new TCP connection (made by ``adapter()`` if given),
+    and the pid of the worker holding it."""
     session = requests.Session()
+    if adapter is not None:
+        session.mount("http://", adapter())
     if cookies is not None:
         session.cookies.update(cookies)
     # 0 when the app has no /whoami (the example app): the pid is then unknown.
@@ -114,7 +120,11 @@ def connection(base: str, cookies: Any = None) -> tuple[requests.Session, int]:
 
 
 def connection_to(
-    base: str, cookies: Any, pick: Callable[[int], bool], timeout: float = 90.0
+    base: str,
+    cookies: Any,
+    pick: Callable[[int], bool],
+    timeout: float = 90.0,
+    adapter: Callable[[], BaseAdapter] | None = None,
 ) -> tuple[requests.Session, int]:
     """A connection held by a worker ``pick`` accepts.
 
@@ -123,14 +133,14 @@ def connection_to(
     go on until ``timeout``: a worker still booting on a loaded machine
     accepts nothing for a while.
     """
-    session, pid = connection(base, cookies)
+    session, pid = connection(base, cookies, adapter)
     if pick(pid):
         return session, pid
     session.close()
     deadline = time.monotonic() + timeout
     with ThreadPoolExecutor(8) as pool:
         while time.monotonic() < deadline:
-            opened = list(pool.map(lambda _: connection(base, cookies), range(8)))
+            opened = list(pool.map(lambda _: connection(base, cookies, adapter), range(8)))
             chosen = next(((s, pid) for s, pid in opened if pick(pid)), None)
             for session, _pid in opened:
                 if chosen is None or session is not chosen[0]:

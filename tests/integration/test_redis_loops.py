@@ -25,7 +25,6 @@ from tests.integration.redis_support import (
     Page,
     RedisServer,
     Stream,
-    connection,
     connection_to,
     in_room,
     pages_on_workers,
@@ -120,13 +119,7 @@ def test_a_poisoned_message_stops_no_loop_other_pages_keep_messages_and_heartbea
 
 def _read_events(base: str, page: Page, last: int, avoid: int) -> tuple[list[int], str | None]:
     """Read a page's stream on a worker other than ``avoid`` until ``gone`` or quiet."""
-    for _ in range(40):
-        session, pid = connection(base, page.cookies)
-        if pid != avoid:
-            break
-        session.close()
-    else:
-        raise AssertionError("never landed on another worker")
+    session, _ = connection_to(base, page.cookies, lambda pid: pid != avoid)
     ids: list[int] = []
     with session:
         response = session.get(

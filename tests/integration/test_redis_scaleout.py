@@ -22,6 +22,7 @@ from tests.integration.redis_support import (
     Page,
     RedisServer,
     Stream,
+    connection_to,
     in_room,
     pages_on_workers,
     redis_server,
@@ -296,15 +297,12 @@ def test_a_stuck_stream_on_another_worker_is_cut_and_resumes_by_replay(
 ) -> None:
     page = Page(server.url)
     # A reader with a 4 KiB receive buffer, on a worker that does not own the page.
-    for _ in range(40):
-        session = requests.Session()
-        session.mount("http://", SmallBufferAdapter(rcvbuf=4096))
-        session.cookies.update(page.cookies)
-        if int(session.get(server.url + "/whoami", timeout=5).text) != page.owner:
-            break
-        session.close()
-    else:
-        raise AssertionError("never landed on another worker")
+    session, _ = connection_to(
+        server.url,
+        page.cookies,
+        lambda pid: pid != page.owner,
+        adapter=lambda: SmallBufferAdapter(rcvbuf=4096),
+    )
     count, size = 15, 1_000_000  # 15 MB: far more than the socket buffers hold
     with session:
         response = session.get(
