@@ -1,9 +1,8 @@
 """Scenarios of the Redis writer (and of page registration and the
 subscriber) run in a process of their own, gevent-patched as a gunicorn
 gevent worker is (the writer must block on its socket while other greenlets
-publish):
-``python -m tests.integration.writer_scenarios NAME REDIS_URL``. Prints one
-JSON line: what the test asserts on.
+publish): ``python -m tests.integration.writer_scenarios NAME REDIS_URL``.
+Prints one JSON line: what the test asserts on.
 
 Used by ``test_redis_backpressure.py``; every wait here has a deadline.
 """
